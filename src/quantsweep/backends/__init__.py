@@ -1,0 +1,61 @@
+"""Backends: one module each, one interface.
+
+``available() -> (bool, reason)``, ``build(onnx, precision, cache, out_dir, options) -> artifact``,
+``runner(artifact, options) -> Runner`` with ``Runner.inputs`` (name, dtype, shape) and
+``Runner.infer(feeds) -> dict``. Inputs are cast to the dtype each binding reports (never
+assumed): a lossless cast is done and recorded; a lossy one is an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+class InputDtypeError(TypeError):
+    pass
+
+
+@dataclass
+class Binding:
+    name: str
+    dtype: str
+    shape: list[Any]
+
+
+@dataclass
+class Conversion:
+    name: str
+    fed: str
+    bound: str
+
+
+@dataclass
+class FeedAdapter:
+    """Casts feeds to the binding dtypes and remembers each conversion it made."""
+
+    bindings: list[Binding]
+    conversions: dict[str, Conversion] = field(default_factory=dict)
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        names = {b.name for b in self.bindings}
+        missing = names - set(feeds)
+        extra = set(feeds) - names
+        if missing or extra:
+            raise KeyError(f"inputs do not match the model: model has {sorted(names)}, "
+                           f"fed {sorted(feeds)}")
+        out = {}
+        for b in self.bindings:
+            x = np.asarray(feeds[b.name])
+            want = np.dtype(b.dtype)
+            if x.dtype != want:
+                y = x.astype(want)
+                if not np.array_equal(y.astype(x.dtype), x):
+                    raise InputDtypeError(f"input {b.name!r}: {x.dtype} values do not fit the "
+                                          f"binding's {want} without loss")
+                self.conversions.setdefault(b.name, Conversion(b.name, str(x.dtype), str(want)))
+                x = y
+            out[b.name] = x
+        return out

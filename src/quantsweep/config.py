@@ -1,0 +1,244 @@
+"""Load and validate the sweep configuration.
+
+The schema (``workflow/schemas/config.schema.yaml``) is the single description of the keys.
+This module adds what JSON Schema cannot say: duplicate YAML keys, matrix entries that name
+undefined models/toolsets, duplicate list entries, and messages that name the key, the
+value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+NAME_PATTERN = r"^[A-Za-z0-9._-]+$"
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the file and the key it concerns."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate mapping keys (PyYAML keeps the last one silently)."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+        if key in seen:
+            raise ConfigError(
+                f"duplicate key {key!r} at line {key_node.start_mark.line + 1} "
+                f"(first defined at line {seen[key] + 1}); names must be unique"
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping  # type: ignore[arg-type]
+)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Parse a YAML file, rejecting duplicate keys; errors name the file and line."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{p}: cannot read: {exc.strerror or exc}") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: malformed YAML: {exc}") from None
+
+
+def load_schema() -> dict[str, Any]:
+    schema = read_yaml(SCHEMA_PATH)
+    assert isinstance(schema, dict)
+    return schema
+
+
+def _key_path(parts: Iterator[Any] | list[Any]) -> str:
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<top level>"
+
+
+def _allowed(error: Any) -> str:
+    v, s = error.validator, error.schema
+    if v == "enum":
+        return "one of " + ", ".join(repr(x) for x in s["enum"])
+    if v == "type":
+        return f"a value of type {s['type']}"
+    if v == "pattern":
+        return f"a string matching {s['pattern']} (letters, digits, '.', '_', '-')"
+    if v == "additionalProperties":
+        allowed = sorted(s.get("properties", {}))
+        return "only the keys " + ", ".join(allowed) if allowed else "no other keys"
+    if v == "required":
+        return "the keys " + ", ".join(s["required"])
+    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        return f"{v} {s[v]}"
+    if v in ("minItems", "maxItems", "minProperties", "minLength"):
+        return f"{v} {s[v]}"
+    if v == "anyOf":
+        return "one of the allowed forms: " + "; ".join(
+            sub.get("$ref", "").rsplit("/", 1)[-1] or str(sub.get("type") or sub.get("enum"))
+            for sub in s["anyOf"]
+        )
+    return f"{v}: {s.get(v)!r}"
+
+
+def _validator(schema: dict[str, Any]) -> Any:
+    import jsonschema
+
+    base = jsonschema.validators.validator_for(schema)
+
+    def set_defaults(validator: Any, properties: Any, instance: Any, sch: Any) -> Any:
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if "default" in sub and prop not in instance:
+                    instance[prop] = copy.deepcopy(sub["default"])
+        yield from base.VALIDATORS["properties"](validator, properties, instance, sch)
+
+    cls = jsonschema.validators.extend(base, {"properties": set_defaults})
+    return cls(schema)
+
+
+def validate_config(cfg: Any, source: str = "config") -> dict[str, Any]:
+    """Validate ``cfg`` in place (defaults filled) and return it; raise ConfigError."""
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{source}: the configuration must be a mapping, got {type(cfg).__name__}")
+    schema = load_schema()
+    validator = _validator(schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(e.path), list(map(str, e.path))))
+    if errors:
+        lines = []
+        for err in errors[:10]:
+            key = _key_path(list(err.path))
+            if err.validator == "additionalProperties":
+                extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+                if "propertyNames" in err.schema or not err.schema.get("properties"):
+                    lines.append(f"{key}: {err.message}")
+                    continue
+                pats = [p for p in err.schema.get("patternProperties", {}) if p == "^_"]
+                extra = [e for e in extra if not (pats and e.startswith("_"))]
+                allowed = ", ".join(sorted(err.schema.get("properties", {})))
+                lines.append(f"{key}: unknown key(s) {', '.join(map(repr, extra))}; "
+                             f"allowed keys: {allowed}")
+            elif err.validator == "required":
+                lines.append(f"{key}: {err.message}")
+            elif err.validator == "propertyNames":
+                lines.append(f"{key}: name {err.instance!r} is not allowed: {err.message}")
+            else:
+                lines.append(f"{key}: value {err.instance!r} is not allowed; expected {_allowed(err)}")
+        more = f"\n  ... and {len(errors) - 10} more" if len(errors) > 10 else ""
+        raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(lines) + more)
+    _cross_check(cfg, source)
+    return cfg
+
+
+def _cross_check(cfg: dict[str, Any], source: str) -> None:
+    import re
+
+    problems: list[str] = []
+    models, toolsets = cfg["models"], cfg["toolsets"]
+    for i, block in enumerate(cfg["matrix"]):
+        for key, defined, what in (("models", models, "model"), ("toolsets", toolsets, "toolset")):
+            for name in block[key]:
+                if name not in defined:
+                    problems.append(
+                        f"matrix[{i}].{key}: {what} {name!r} is not defined; defined {what}s: "
+                        + ", ".join(sorted(defined))
+                    )
+        for key, values in block.items():
+            dup = sorted({str(v) for v in values if values.count(v) > 1})
+            if dup:
+                problems.append(f"matrix[{i}].{key}: duplicate entries {', '.join(dup)}")
+    for i, rule in enumerate(cfg.get("exclude", [])):
+        for axis, defined in (("model", models), ("toolset", toolsets)):
+            vals = rule["match"].get(axis)
+            for name in [vals] if isinstance(vals, str) else (vals or []):
+                if name not in defined:
+                    problems.append(f"exclude[{i}].match.{axis}: {name!r} is not defined")
+    for name, model in models.items():
+        if model["source"] == "onnx" and ("path" in model) == ("from" in model):
+            problems.append(f"models.{name}: source 'onnx' needs exactly one of 'path' (a file) "
+                            "or 'from' (another cell's export)")
+        if "from" in model:
+            src = model["from"]
+            if src["model"] not in models or models[src["model"]]["source"] == "onnx":
+                problems.append(f"models.{name}.from.model: {src['model']!r} is not a defined "
+                                "model with a framework source")
+            if src["toolset"] not in toolsets:
+                problems.append(f"models.{name}.from.toolset: {src['toolset']!r} is not defined")
+        if model["source"] == "onnx" and not model.get("inputs"):
+            problems.append(f"models.{name}.inputs: required when source is 'onnx' (the contract)")
+        dec = model["decode"]
+        need = ("bbox", "bbox_num") if dec["layout"] == "paddle_bbox" else ("boxes", "scores", "labels")
+        for key in need:
+            if not dec.get(key):
+                problems.append(f"models.{name}.decode.{key}: required for layout {dec['layout']!r}")
+        names = [t["name"] for t in model.get("inputs", [])]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            problems.append(f"models.{name}.inputs: duplicate input names {', '.join(dup)}")
+        pre = model["preprocess"]
+        if any(s <= 0 for s in pre["std"]):
+            problems.append(f"models.{name}.preprocess.std: must be positive")
+    ds = cfg["dataset"]
+    if ds["source"] == "coco":
+        for key in ("annotations", "images"):
+            if not ds.get(key):
+                problems.append(f"dataset.{key}: required when dataset.source is 'coco'")
+    else:
+        syn = ds["synthetic"]
+        if not syn.get("categories"):
+            syn.setdefault("categories", DEFAULT_CATEGORIES)
+        if syn["min_size"] > syn["max_size"]:
+            problems.append(
+                f"dataset.synthetic.min_size: {syn['min_size']} is larger than max_size {syn['max_size']}"
+            )
+        ids = [c["id"] for c in syn["categories"]]
+        if len(set(ids)) != len(ids):
+            problems.append("dataset.synthetic.categories: duplicate category ids")
+    demo_models = [n for n, m in models.items() if m["source"].startswith("demo-")]
+    if demo_models:
+        demo = cfg["demo"]
+        if not demo.get("toolset"):
+            problems.append(f"demo.toolset: required because models {demo_models} use the demo")
+        elif demo["toolset"] not in toolsets:
+            problems.append(f"demo.toolset: toolset {demo['toolset']!r} is not defined")
+    pat = re.compile(NAME_PATTERN)
+    for name in list(models) + list(toolsets):
+        if not pat.match(name):  # schema catches this too; keep the message uniform
+            problems.append(f"name {name!r}: only letters, digits, '.', '_', '-' are allowed")
+    if problems:
+        raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(problems))
+
+
+DEFAULT_CATEGORIES = [
+    {"id": 1, "name": "disc"},
+    {"id": 3, "name": "square"},
+    {"id": 7, "name": "triangle"},
+    {"id": 12, "name": "cross"},
+    {"id": 90, "name": "ring"},
+]
+
+
+def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Read, validate and complete a config file."""
+    cfg = read_yaml(path)
+    if overrides:
+        cfg = {**(cfg or {}), **overrides}
+    return validate_config(cfg, source=str(path))

@@ -1,0 +1,231 @@
+"""Train the demo detector deterministically for a fixed number of steps (torch, CPU).
+
+Heatmap targets are TTFNet-style elliptical Gaussians at object centres (penalty-reduced
+focal loss); regression targets are left/top/right/bottom distances in input pixels at the
+positions of each object's Gaussian (GIoU loss weighted by the Gaussian). Same seed -> same
+weights. Output: ``weights.npz`` (framework-neutral), ``meta.json``, ``reference.npz``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quantsweep.demo import arch
+from quantsweep.evaluate.loop import val_images
+from quantsweep.evaluate.preprocess import load_image, preprocess
+from quantsweep.job import Job, Result, ToolFailure
+from quantsweep.status import write_bytes_atomic, write_json_atomic
+
+ALPHA = 0.54  # Gaussian size relative to the box (TTFNet)
+
+
+def make_targets(boxes: np.ndarray, labels: np.ndarray, num_classes: int, size: int,
+                 stride: int = arch.STRIDE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """hm [C,F,F], reg target [4,F,F] (input pixels), reg weight [F,F] for one image whose
+    boxes (xyxy) are already in network-input pixels."""
+    f = size // stride
+    hm = np.zeros((num_classes, f, f), np.float32)
+    reg = np.zeros((4, f, f), np.float32)
+    wgt = np.zeros((f, f), np.float32)
+    gx, gy = arch.grid(f, f, stride)
+    gx, gy = gx.reshape(f, f), gy.reshape(f, f)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    for i in np.argsort(-areas):  # large first, small ones overwrite where they overlap
+        x1, y1, x2, y2 = boxes[i]
+        w, h = max(x2 - x1, 1.0), max(y2 - y1, 1.0)
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        sx, sy = max(ALPHA * w / 6 / stride, 0.5), max(ALPHA * h / 6 / stride, 0.5)
+        ci, cj = min(int(cx / stride), f - 1), min(int(cy / stride), f - 1)
+        g = np.exp(-((gx / stride - 0.5 - ci) ** 2) / (2 * sx * sx)
+                   - ((gy / stride - 0.5 - cj) ** 2) / (2 * sy * sy)).astype(np.float32)
+        k = int(labels[i])
+        hm[k] = np.maximum(hm[k], g)
+        inside = (gx > x1) & (gx < x2) & (gy > y1) & (gy < y2) & (g > 0.05)
+        inside[cj, ci] = True
+        reg[0][inside] = gx[inside] - x1
+        reg[1][inside] = gy[inside] - y1
+        reg[2][inside] = x2 - gx[inside]
+        reg[3][inside] = y2 - gy[inside]
+        norm = g[inside].sum()
+        wgt[inside] = g[inside] / max(norm, 1e-6) * math.log(max(w * h, 2.0))
+    return hm, reg, wgt
+
+
+def load_split(manifest: dict[str, Any], split: str, pre: dict[str, Any], num_classes: int,
+               cat_ids: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    ann = json.loads(Path(manifest["splits"][split]["annotations"]).read_text())
+    by_image: dict[int, list[Any]] = {}
+    for a in ann["annotations"]:
+        by_image.setdefault(a["image_id"], []).append(a)
+    images = val_images(manifest, split, None)
+    size = pre["size"][0]
+    xs, hms, regs, wgts = [], [], [], []
+    for im in images:
+        x, meta = preprocess(load_image(im["path"]), pre)
+        boxes, labels = [], []
+        for a in by_image.get(im["id"], []):
+            bx, by, bw, bh = a["bbox"]
+            boxes.append([bx * meta.scale_x, by * meta.scale_y, (bx + bw) * meta.scale_x,
+                          (by + bh) * meta.scale_y])
+            labels.append(cat_ids.index(a["category_id"]))
+        hm, reg, wgt = make_targets(np.asarray(boxes, np.float32).reshape(-1, 4),
+                                    np.asarray(labels, np.int64), num_classes, size)
+        xs.append(x)
+        hms.append(hm)
+        regs.append(reg)
+        wgts.append(wgt)
+    return np.stack(xs), np.stack(hms), np.stack(regs), np.stack(wgts)
+
+
+def focal_loss(logits: Any, target: Any) -> Any:
+    import torch
+
+    p = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
+    pos = target.eq(1).float()
+    neg = 1 - pos
+    pos_loss = torch.log(p) * (1 - p) ** 2 * pos
+    neg_loss = torch.log(1 - p) * p ** 2 * (1 - target) ** 4 * neg
+    n = pos.sum().clamp(min=1)
+    return -(pos_loss.sum() + neg_loss.sum()) / n
+
+
+def giou_loss(pred: Any, target: Any, weight: Any) -> Any:
+    """pred/target: [N,4,F,F] ltrb distances; weight [N,F,F]."""
+    import torch
+
+    mask = weight > 0
+    if not mask.any():
+        return pred.sum() * 0
+    p = pred.permute(0, 2, 3, 1)[mask]
+    t = target.permute(0, 2, 3, 1)[mask]
+    w = weight[mask]
+    # boxes relative to the same point: x1=-l, y1=-t, x2=r, y2=b
+    pa = (p[:, 0] + p[:, 2]) * (p[:, 1] + p[:, 3])
+    ta = (t[:, 0] + t[:, 2]) * (t[:, 1] + t[:, 3])
+    iw = torch.min(p[:, 0], t[:, 0]) + torch.min(p[:, 2], t[:, 2])
+    ih = torch.min(p[:, 1], t[:, 1]) + torch.min(p[:, 3], t[:, 3])
+    inter = iw.clamp(min=0) * ih.clamp(min=0)
+    union = pa + ta - inter + 1e-6
+    iou = inter / union
+    ew = torch.max(p[:, 0], t[:, 0]) + torch.max(p[:, 2], t[:, 2])
+    eh = torch.max(p[:, 1], t[:, 1]) + torch.max(p[:, 3], t[:, 3])
+    enclose = ew * eh + 1e-6
+    giou = iou - (enclose - union) / enclose
+    return ((1 - giou) * w).sum() / w.sum().clamp(min=1e-6)
+
+
+def train(manifest: dict[str, Any], pre: dict[str, Any], demo: dict[str, Any],
+          log: Any = print) -> tuple[Any, dict[str, Any]]:
+    import torch
+
+    from quantsweep.demo.torch_model import Detector
+
+    torch.set_num_threads(int(demo["threads"]))
+    torch.manual_seed(demo["seed"])
+    cat_ids = sorted(c["id"] for c in manifest["categories"])
+    nc = len(cat_ids)
+    t0 = time.monotonic()
+    xs, hms, regs, wgts = load_split(manifest, "train", pre, nc, cat_ids)
+    if len(xs) == 0:
+        raise ToolFailure("empty_split", "the train split has no images")
+    load_s = time.monotonic() - t0
+    X, HM, RG, WG = (torch.from_numpy(a) for a in (xs, hms, regs, wgts))
+    model = Detector(nc)
+    opt = torch.optim.AdamW(model.parameters(), lr=demo["lr"], weight_decay=1e-4)
+    steps, bs = demo["steps"], min(demo["batch_size"], len(X))
+    warm = max(1, min(100, steps // 10))
+    gen = torch.Generator().manual_seed(demo["seed"])
+    perm = torch.randperm(len(X), generator=gen)
+    pos = 0
+    losses = []
+    model.train()
+    t1 = time.monotonic()
+    for step in range(steps):
+        lr = demo["lr"] * ((step + 1) / warm if step < warm else
+                           0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm))))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        if pos + bs > len(X):
+            perm, pos = torch.randperm(len(X), generator=gen), 0
+        idx = perm[pos:pos + bs]
+        pos += bs
+        x, hm, rg, wg = X[idx], HM[idx], RG[idx], WG[idx]
+        flip = torch.rand(bs, generator=gen) < 0.5
+        if flip.any():  # horizontal flip: mirror maps, swap left/right distances
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+            hm = torch.where(flip[:, None, None, None], hm.flip(3), hm)
+            rg = torch.where(flip[:, None, None, None], rg.flip(3)[:, [2, 1, 0, 3]], rg)
+            wg = torch.where(flip[:, None, None], wg.flip(2), wg)
+        out_hm, out_reg = model(x)
+        l_hm = focal_loss(out_hm, hm)
+        l_reg = giou_loss(out_reg, rg, wg)
+        loss = l_hm + 5.0 * l_reg
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+        if step % 50 == 0 or step == steps - 1:
+            log(f"step {step:5d} lr {lr:.5f} loss {float(loss):.4f} hm {float(l_hm):.4f} "
+                f"reg {float(l_reg):.4f} ({time.monotonic() - t1:.0f} s)")
+    model.eval()
+    info = {"steps": steps, "batch_size": bs, "train_images": len(X), "load_s": round(load_s, 1),
+            "train_s": round(time.monotonic() - t1, 1), "final_loss": losses[-1],
+            "loss_first": losses[0]}
+    return model, info
+
+
+def weights_digest(state: dict[str, np.ndarray]) -> str:
+    """A digest of the weights' values (npz files carry zip timestamps)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(state):
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(state[k]).tobytes())
+    return h.hexdigest()
+
+
+def run(job: Job) -> Result:
+    """The ``train`` stage: weights.npz + meta.json + reference.npz under the out dir."""
+    import io
+
+    import torch
+
+    from quantsweep.demo.torch_model import Deploy, state_to_numpy
+
+    p = job.params
+    manifest = json.loads(Path(p["dataset"]["manifest"]).read_text())
+    demo, pre = p["demo"], p["preprocess"]
+    model, info = train(manifest, pre, demo, log=lambda s: print(s, flush=True))
+    out = job.out_dir
+    buf = io.BytesIO()
+    np.savez(buf, **state_to_numpy(model))
+    write_bytes_atomic(out / "weights.npz", buf.getvalue())
+    meta = {"num_classes": len(manifest["categories"]), "top_k": demo["top_k"],
+            "input_size": demo["input_size"], "preprocess": pre,
+            "categories": manifest["categories"]}
+    write_json_atomic(out / "meta.json", meta)
+    # reference outputs on fixed calib images: every other framework must reproduce them
+    ref_imgs = val_images(manifest, "calib", 2)
+    pairs = [preprocess(load_image(im["path"]), pre) for im in ref_imgs]
+    x = np.stack([a for a, _ in pairs])
+    sizes = np.array([[m.orig_w, m.orig_h] for _, m in pairs], np.int32)
+    with torch.no_grad():
+        hm, reg = model(torch.from_numpy(x))
+        labels, boxes, scores = Deploy(model, demo["top_k"], demo["input_size"])(
+            torch.from_numpy(x), torch.from_numpy(sizes))
+    buf = io.BytesIO()
+    np.savez(buf, images=x, orig_sizes_wh=sizes, hm=hm.numpy(), reg=reg.numpy(),
+             labels=labels.numpy(), boxes=boxes.numpy(), scores=scores.numpy())
+    write_bytes_atomic(out / "reference.npz", buf.getvalue())
+    digest = weights_digest(state_to_numpy(model))
+    return Result(artifacts={"weights": str(out / "weights.npz"), "meta": str(out / "meta.json"),
+                             "reference": str(out / "reference.npz")},
+                  data={**info, "weights_sha256": digest,
+                        "params": int(sum(v.numel() for v in model.state_dict().values()))})

@@ -1,0 +1,1 @@
+"""Evaluation: preprocessing per model contract, output decoding, COCO scoring."""

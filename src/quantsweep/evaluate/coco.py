@@ -1,0 +1,58 @@
+"""COCO bbox metrics with pycocotools (the metric of record). Runs in quantsweep's env."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100",
+                "ARs", "ARm", "ARl")
+
+
+class DetectionsError(ValueError):
+    pass
+
+
+def score_detections(detections: str | Path | list[dict[str, Any]], annotations: str | Path,
+                     mode: str = "measured") -> dict[str, Any]:
+    """AP, AP50, AP75, APs/m/l and AR@1/10/100 plus per-class AP; empty detections -> zeros."""
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    dets = detections
+    if not isinstance(dets, list):
+        dets = json.loads(Path(dets).read_text())
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(annotations))
+    img_ids = set(gt.getImgIds())
+    bad = [d["image_id"] for d in dets if d["image_id"] not in img_ids]
+    if bad:
+        raise DetectionsError(f"detections name image ids not in {annotations}: {sorted(set(bad))[:10]}")
+    cats = {c["id"]: c["name"] for c in gt.loadCats(gt.getCatIds())}
+    unknown = sorted({d["category_id"] for d in dets} - set(cats))
+    if unknown:
+        raise DetectionsError(f"detections name category ids not in {annotations}: {unknown}")
+    out: dict[str, Any] = {"status": "ok", "mode": mode, "n_images": len(img_ids),
+                           "n_detections": len(dets)}
+    if not dets:
+        out.update({k: 0.0 for k in METRIC_NAMES})
+        out["per_class_AP"] = {name: 0.0 for name in cats.values()}
+        return out
+    with contextlib.redirect_stdout(io.StringIO()):
+        dt = gt.loadRes(dets)
+        ev = COCOeval(gt, dt, "bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    out.update({k: round(float(v), 6) for k, v in zip(METRIC_NAMES, ev.stats, strict=True)})
+    prec = ev.eval["precision"]  # [T, R, K, A, M]
+    per_class = {}
+    for k, cid in enumerate(ev.params.catIds):
+        p = prec[:, :, k, 0, -1]
+        p = p[p > -1]
+        per_class[cats[cid]] = round(float(p.mean()), 6) if p.size else 0.0
+    out["per_class_AP"] = per_class
+    return out

@@ -1,0 +1,80 @@
+"""Preprocessing from a model's contract; shared by evaluation, parity and calibration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Meta:
+    orig_h: int
+    orig_w: int
+    scale_y: float  # resized = original * scale
+    scale_x: float
+    pad_y: float = 0.0
+    pad_x: float = 0.0
+    in_h: int = 0
+    in_w: int = 0
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def preprocess(img: np.ndarray, spec: dict[str, Any]) -> tuple[np.ndarray, Meta]:
+    """HWC uint8 RGB -> CHW float32 per ``spec`` (resize, channel order, scale, mean/std)."""
+    from PIL import Image
+
+    oh, ow = img.shape[:2]
+    th, tw = spec["size"]
+    if spec["resize"] == "stretch":
+        arr = np.asarray(Image.fromarray(img).resize((tw, th), Image.BILINEAR))
+        meta = Meta(oh, ow, th / oh, tw / ow, in_h=th, in_w=tw)
+    else:  # letterbox: keep aspect ratio, pad to size
+        s = min(th / oh, tw / ow)
+        nh, nw = max(1, round(oh * s)), max(1, round(ow * s))
+        resized = np.asarray(Image.fromarray(img).resize((nw, nh), Image.BILINEAR))
+        arr = np.full((th, tw, 3), spec["pad_value"], dtype=np.uint8)
+        py, px = (th - nh) // 2, (tw - nw) // 2
+        arr[py:py + nh, px:px + nw] = resized
+        meta = Meta(oh, ow, s, s, float(py), float(px), th, tw)
+    x = arr.astype(np.float32)
+    if spec["channel_order"] == "BGR":
+        x = x[..., ::-1]
+    x = x * np.float32(spec["scale"])
+    x = (x - np.asarray(spec["mean"], np.float32)) / np.asarray(spec["std"], np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1)), meta
+
+
+def role_value(role: str, meta: Meta) -> np.ndarray:
+    """The value quantsweep feeds to a non-image input (float64; cast per binding later)."""
+    if role == "im_shape":
+        return np.array([meta.in_h, meta.in_w], np.float64)
+    if role == "scale_factor":
+        return np.array([meta.scale_y, meta.scale_x], np.float64)
+    if role == "orig_size_wh":
+        return np.array([meta.orig_w, meta.orig_h], np.float64)
+    if role == "orig_size_hw":
+        return np.array([meta.orig_h, meta.orig_w], np.float64)
+    raise ValueError(f"unknown input role {role!r}")
+
+
+def build_feeds(images: list[np.ndarray], metas: list[Meta],
+                inputs: list[dict[str, Any]]) -> dict[str, np.ndarray]:
+    """Model inputs for a batch, keyed by input name, with natural dtypes (float32 image,
+    float64 auxiliaries); the runner casts each to the dtype its binding reports."""
+    feeds: dict[str, np.ndarray] = {}
+    for spec in inputs:
+        role = spec.get("role", "image")
+        if role == "image":
+            feeds[spec["name"]] = np.stack(images).astype(np.float32, copy=False)
+        else:
+            feeds[spec["name"]] = np.stack([role_value(role, m) for m in metas])
+    return feeds

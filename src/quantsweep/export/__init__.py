@@ -1,0 +1,133 @@
+"""Export stage: a framework model (or a user's ONNX file) -> a checked ONNX model."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from quantsweep.job import Job, Result, ToolFailure, tool_call
+
+ONNX_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64",
+               9: "bool", 10: "float16", 11: "float64"}
+
+
+def _dims(t: Any) -> list[Any]:
+    return [d.dim_param or (d.dim_value if d.HasField("dim_value") else None)
+            for d in t.type.tensor_type.shape.dim]
+
+
+def describe(model: Any) -> dict[str, Any]:
+    """Opset actually written, I/O names/shapes/dtypes and the op histogram of a model."""
+    init = {i.name for i in model.graph.initializer}
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    hist: dict[str, int] = {}
+    for n in model.graph.node:
+        key = f"{n.domain}::{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type
+        hist[key] = hist.get(key, 0) + 1
+    return {
+        "opset": opset,
+        "ir_version": model.ir_version,
+        "producer": f"{model.producer_name} {model.producer_version}".strip(),
+        "inputs": [{"name": i.name, "shape": _dims(i),
+                    "dtype": ONNX_DTYPES.get(i.type.tensor_type.elem_type, "?")}
+                   for i in model.graph.input if i.name not in init],
+        "outputs": [{"name": o.name, "shape": _dims(o),
+                     "dtype": ONNX_DTYPES.get(o.type.tensor_type.elem_type, "?")}
+                    for o in model.graph.output],
+        "op_histogram": dict(sorted(hist.items())),
+        "nodes": len(model.graph.node),
+    }
+
+
+def check_contract(desc: dict[str, Any], inputs: list[dict[str, Any]],
+                   outputs: list[dict[str, Any]], where: str) -> None:
+    """The declared contract must match the graph; errors list the real names."""
+    real_in = {i["name"]: i for i in desc["inputs"]}
+    real_out = {o["name"]: o for o in desc["outputs"]}
+    problems = []
+    for spec in inputs:
+        if spec["name"] not in real_in:
+            problems.append(f"declared input {spec['name']!r} is not an input of the graph; "
+                            f"the graph's inputs are {sorted(real_in)}")
+        elif spec.get("dtype") and spec["dtype"] != real_in[spec["name"]]["dtype"]:
+            problems.append(f"input {spec['name']!r}: declared dtype {spec['dtype']}, graph has "
+                            f"{real_in[spec['name']]['dtype']}")
+    undeclared = sorted(set(real_in) - {s["name"] for s in inputs})
+    if undeclared and inputs:
+        problems.append(f"graph inputs {undeclared} are not in the declared contract")
+    for spec in outputs:
+        if spec["name"] not in real_out:
+            problems.append(f"declared output {spec['name']!r} is not an output of the graph; "
+                            f"the graph's outputs are {sorted(real_out)}")
+        elif spec.get("dtype") and spec["dtype"] != real_out[spec["name"]]["dtype"]:
+            problems.append(f"output {spec['name']!r}: declared dtype {spec['dtype']}, graph has "
+                            f"{real_out[spec['name']]['dtype']}")
+    if problems:
+        raise ToolFailure("contract_mismatch", f"{where}: " + "; ".join(problems))
+
+
+def finalize_onnx(src: str | Path, dst: Path, opset: int, model_spec: dict[str, Any],
+                  convert: bool) -> dict[str, Any]:
+    """Load, (convert opset), check, infer shapes, check the contract, save atomically."""
+    import onnx
+
+    from quantsweep.status import write_bytes_atomic
+
+    src = Path(src)
+    try:
+        model = onnx.load(str(src))
+    except Exception as exc:  # noqa: BLE001
+        raise ToolFailure("invalid_model", f"{src}: not a loadable ONNX model: "
+                                           f"{type(exc).__name__}: {exc}") from None
+    if not model.graph.node:
+        raise ToolFailure("invalid_model", f"{src}: the ONNX graph has no nodes")
+    desc = describe(model)
+    if convert and desc["opset"] != opset:
+        with tool_call("opset_conversion", f"converting {src} from opset {desc['opset']} to {opset}"):
+            from onnx import version_converter
+
+            model = version_converter.convert_version(model, opset)
+    with tool_call("onnx_checker", f"{src}"):
+        onnx.checker.check_model(model)
+    with tool_call("shape_inference", f"{src}"):
+        model = onnx.shape_inference.infer_shapes(model)
+    desc = describe(model)
+    if desc["opset"] != opset:
+        raise ToolFailure("opset_mismatch", f"{src}: the exporter wrote opset {desc['opset']}, "
+                                            f"the cell asked for {opset}")
+    check_contract(desc, model_spec.get("inputs", []), model_spec.get("outputs", []), str(src))
+    write_bytes_atomic(dst, model.SerializeToString())
+    return desc
+
+
+def run(job: Job) -> Result:
+    """The export stage for every model source."""
+    p = job.params
+    spec = p["model_spec"]
+    opset = int(p["opset"])
+    dst = job.out_dir / "model.onnx"
+    t0 = time.monotonic()
+    extra: dict[str, Any] = {}
+    if spec["source"] == "onnx":
+        import onnx
+
+        src = job.artifact("source_export", "model") if "from" in spec else spec["path"]
+        desc = finalize_onnx(src, dst, opset, spec, convert=True)
+        exporter = {"name": "onnx file" if "path" in spec else f"export of {spec['from']}",
+                    "version": f"onnx {onnx.__version__}"}
+    elif spec["source"] == "demo-torch":
+        from quantsweep.export import torch_export
+
+        exporter, extra = torch_export.export(job, dst, opset)
+        desc = finalize_onnx(dst, dst, opset, spec, convert=False)
+    elif spec["source"] == "demo-paddle":
+        from quantsweep.export import paddle_export
+
+        exporter, extra = paddle_export.export(job, dst, opset)
+        desc = finalize_onnx(dst, dst, opset, spec, convert=False)
+    else:  # the schema allows nothing else
+        raise ValueError(f"unknown model source {spec['source']!r}")
+    return Result(artifacts={"model": str(dst)},
+                  data={"exporter": exporter, "export_s": round(time.monotonic() - t0, 3),
+                        **desc, **extra})

@@ -1,0 +1,99 @@
+"""The contract between the stage supervisor and a stage script (runs in any toolset env).
+
+The supervisor writes ``job.json``; the script calls a library function that returns a
+:class:`Result` or raises :class:`ToolFailure` for an expected failure of a tool; the script
+writes ``result.json``. Only stdlib imports here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from quantsweep.status import write_json_atomic
+
+
+class ToolFailure(Exception):
+    """An expected failure of a tool: becomes a ``failed`` row, not a crashed rule."""
+
+    def __init__(self, reason_class: str, message: str):
+        super().__init__(message)
+        self.reason_class = reason_class
+        self.message = message
+
+
+class Skip(Exception):
+    """The stage does not apply (e.g. the machine lacks what the backend needs)."""
+
+    def __init__(self, reason_class: str, message: str):
+        super().__init__(message)
+        self.reason_class = reason_class
+        self.message = message
+
+
+@dataclass
+class Result:
+    status: str = "ok"
+    reason_class: str = ""
+    message: str = ""
+    mode: str = "measured"
+    backend: str = ""
+    device: str = "cpu"
+    artifacts: dict[str, str] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Job:
+    stage: str
+    cell: str
+    out_dir: Path
+    params: dict[str, Any]
+    inputs: dict[str, dict[str, Any]]
+
+    def artifact(self, upstream: str, name: str) -> Path:
+        try:
+            return Path(self.inputs[upstream]["artifacts"][name])
+        except KeyError:
+            raise KeyError(f"upstream {upstream!r} has no artifact {name!r}") from None
+
+
+@contextlib.contextmanager
+def tool_call(reason_class: str, what: str = "") -> Iterator[None]:
+    """Turn any exception raised inside a tool into a classified ToolFailure."""
+    try:
+        yield
+    except (ToolFailure, Skip):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the tool's own exception is data
+        msg = f"{what}: " if what else ""
+        raise ToolFailure(reason_class, f"{msg}{type(exc).__name__}: {exc}") from exc
+
+
+def read_job(path: str | Path) -> Job:
+    raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    return Job(stage=raw["stage"], cell=raw["cell"], out_dir=Path(raw["out_dir"]),
+               params=raw["params"], inputs=raw["inputs"])
+
+
+def main(func: Callable[[Job], Result]) -> None:
+    """Entry point of every ``scripts/<stage>.py``: ``main(library_function)``."""
+    job_path = Path(sys.argv[1])
+    job = read_job(job_path)
+    result_path = job_path.with_name("result.json")
+    try:
+        res = func(job)
+    except ToolFailure as exc:
+        traceback.print_exc()
+        res = Result(status="failed", reason_class=exc.reason_class, message=exc.message,
+                     mode="skipped")
+    except Skip as exc:
+        res = Result(status="skipped", reason_class=exc.reason_class, message=exc.message,
+                     mode="skipped")
+    write_json_atomic(result_path, asdict(res))

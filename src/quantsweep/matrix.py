@@ -1,0 +1,75 @@
+"""Expand the configured matrix into cells (planned or excluded, with the reason)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from quantsweep import paths
+
+AXES = ("model", "toolset", "opset", "quantizer", "precision", "backend")
+_BLOCK_KEYS = {"model": "models", "toolset": "toolsets", "opset": "opsets",
+               "quantizer": "quantizers", "precision": "precisions", "backend": "backends"}
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    model: str
+    toolset: str
+    opset: int
+    quantizer: str
+    precision: str
+    backend: str
+
+    @property
+    def id(self) -> str:
+        return paths.cell_id(**self.axes())
+
+    def axes(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PlannedCell:
+    cell: Cell
+    status: str  # planned | excluded
+    reason: str = ""
+
+
+def _matches(cell: Cell, match: dict[str, Any]) -> bool:
+    for axis, want in match.items():
+        values = want if isinstance(want, list) else [want]
+        if getattr(cell, axis) not in values:
+            return False
+    return True
+
+
+def expand(cfg: dict[str, Any]) -> list[PlannedCell]:
+    """All cells of the matrix, in a stable order; excluded ones keep their first reason."""
+    seen: dict[Cell, None] = {}
+    for block in cfg["matrix"]:
+        lists = [block[_BLOCK_KEYS[a]] for a in AXES]
+        for combo in itertools.product(*lists):
+            seen.setdefault(Cell(*combo), None)
+    out = []
+    for cell in seen:
+        reason = next((r["reason"] for r in cfg.get("exclude", []) if _matches(cell, r["match"])),
+                      None)
+        out.append(PlannedCell(cell, "excluded" if reason else "planned", reason or ""))
+    return out
+
+
+def planned(cfg: dict[str, Any]) -> list[Cell]:
+    return [p.cell for p in expand(cfg) if p.status == "planned"]
+
+
+def format_table(rows: list[PlannedCell]) -> str:
+    header = ("cell", "status", "reason")
+    body = [(p.cell.id, p.status, p.reason) for p in rows]
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(2)]
+    lines = [f"{header[0]:<{widths[0]}}  {header[1]:<{widths[1]}}  {header[2]}"]
+    lines += [f"{c:<{widths[0]}}  {s:<{widths[1]}}  {r}".rstrip() for c, s, r in body]
+    n_ex = sum(p.status == "excluded" for p in rows)
+    lines.append(f"{len(rows)} cells: {len(rows) - n_ex} planned, {n_ex} excluded")
+    return "\n".join(lines)

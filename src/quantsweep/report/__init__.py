@@ -1,0 +1,1 @@
+"""Reports: the summary table (one row per cell)."""

@@ -1,0 +1,119 @@
+"""``results/summary.csv``: one row per cell of the matrix, excluded/skipped/failed included.
+
+The row's status is that of the first stage in chain order that did not end ``ok`` and was
+not merely skipped because of an upstream stage: the root cause, with its stage and reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from quantsweep import paths
+from quantsweep.status import read_status, write_text_atomic
+
+KEY_PACKAGES = ("paddlepaddle", "paddle2onnx", "paddleslim", "torch", "onnx", "onnxruntime",
+                "tensorrt", "nvidia-modelopt", "numpy")
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
+CHAIN = ("toolset", "framework", "export", "quantize", "build", "evaluate")
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    return read_status(path) if path.exists() else None
+
+
+def cell_row(results: Path, cell: dict[str, Any]) -> dict[str, Any]:
+    axes = {k: cell[k] for k in ("model", "toolset", "opset", "quantizer", "precision", "backend")}
+    row: dict[str, Any] = {"cell": cell["cell"], **axes}
+    if cell["status"] == "excluded":
+        row.update(status="excluded", stage="", reason_class="excluded", reason=cell["reason"],
+                   mode="skipped")
+        return row
+    stages: dict[str, dict[str, Any] | None] = {}
+    for stage in CHAIN:
+        if stage == "toolset":
+            p = paths.fill(results, "toolset", "status.json", toolset=cell["toolset"])
+        elif stage == "framework":
+            p = paths.fill(results, "framework", "status.json", **axes)
+        else:
+            p = paths.fill(results, stage, "status.json", **axes)
+        stages[stage] = _read(p)
+    root = None
+    for stage in CHAIN:
+        rec = stages[stage]
+        if rec is None:
+            continue
+        row[f"{stage}_status"] = rec["status"]
+        if root is None and rec["status"] != "ok" and not rec["reason_class"].startswith("upstream_"):
+            root = (stage, rec)
+    ev = stages["evaluate"]
+    if root is None and (ev is None or ev["status"] != "ok"):
+        root = ("evaluate", ev or {"status": "failed", "reason_class": "missing",
+                                   "message": "no evaluate status"})
+    if root is None:
+        row.update(status="ok", stage="", reason_class="", reason="")
+    else:
+        stage, rec = root
+        row.update(status=rec["status"], stage=stage, reason_class=rec["reason_class"],
+                   reason=(rec["message"].strip().splitlines() or [""])[0][:400])
+    row["mode"] = ev["mode"] if ev else "skipped"
+    row["device"] = ev["device"] if ev and ev["status"] == "ok" else ""
+    tv = (stages["toolset"] or {}).get("tool_versions", {})
+    row["tool_versions"] = "; ".join(f"{k}={tv[k]}" for k in KEY_PACKAGES if k in tv)
+    exp = stages["export"]
+    if exp and exp["status"] == "ok":
+        row["opset_written"] = exp["data"].get("opset")
+        row["exporter"] = f"{exp['data']['exporter']['name']} {exp['data']['exporter']['version']}"
+        row["export_s"] = exp["data"].get("export_s")
+    metrics_path = paths.fill(results, "evaluate", "metrics.json", **axes)
+    if ev and ev["status"] == "ok" and metrics_path.exists():
+        m = json.loads(metrics_path.read_text())
+        for k in METRICS:
+            row[k] = m.get(k)
+        row["latency_ms"] = ev["data"].get("latency_ms_mean")
+        row["images_per_s"] = ev["data"].get("images_per_s")
+        conv = ev["data"].get("input_conversions") or []
+        row["input_conversions"] = "; ".join(f"{c['name']}:{c['fed']}->{c['bound']}" for c in conv)
+    fw_path = paths.fill(results, "framework_eval", "metrics.json", **axes)
+    if fw_path.exists():
+        fm = json.loads(fw_path.read_text())
+        if fm.get("status") == "ok":
+            row["framework_AP"] = fm["AP"]
+            if row.get("AP") is not None:
+                row["AP_delta_vs_framework"] = round(row["AP"] - fm["AP"], 6)
+    model_size = exp["artifacts"].get("model") if exp and exp["status"] == "ok" else None
+    if model_size and Path(model_size).exists():
+        row["model_bytes"] = Path(model_size).stat().st_size
+    return row
+
+
+def build_summary(results: str | Path, plan: list[dict[str, Any]]) -> Any:
+    import pandas as pd
+
+    rows = [cell_row(Path(results), c) for c in plan]
+    cols = ["cell", "model", "toolset", "opset", "quantizer", "precision", "backend", "status",
+            "stage", "reason_class", "reason", "mode", "device", *METRICS, "framework_AP",
+            "AP_delta_vs_framework", "latency_ms", "images_per_s", "model_bytes",
+            "opset_written", "exporter", "export_s", "input_conversions", "tool_versions",
+            *[f"{s}_status" for s in CHAIN]]
+    df = pd.DataFrame(rows)
+    for c in cols:
+        if c not in df.columns:
+            df[c] = None
+    return df[cols]
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="summary")
+    ap.add_argument("--results", required=True)
+    ap.add_argument("--plan", required=True)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args(argv)
+    plan = json.loads(Path(a.plan).read_text())
+    df = build_summary(a.results, plan)
+    write_text_atomic(a.out, df.to_csv(index=False))
+    counts = df["status"].value_counts().to_dict()
+    print(f"{len(df)} cells: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    return 0

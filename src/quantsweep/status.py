@@ -1,0 +1,85 @@
+"""The status protocol: every stage of every cell writes ``status.json``.
+
+Fields (DESIGN.md): stage, cell, status (ok|failed|skipped), reason_class, message, mode
+(measured|simulated|skipped), backend, device, tool_versions, started, duration_s, log.
+Everything is written to a temporary name and renamed, so a killed run leaves nothing
+half-written that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+STATUSES = ("ok", "failed", "skipped")
+MODES = ("measured", "simulated", "skipped")
+FIELDS = ("stage", "cell", "status", "reason_class", "message", "mode", "backend", "device",
+          "tool_versions", "started", "duration_s", "log")
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_json_atomic(path: str | Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def make_status(stage: str, cell: str, status: str, *, reason_class: str = "", message: str = "",
+                mode: str | None = None, backend: str = "", device: str = "cpu",
+                tool_versions: dict[str, str] | None = None, started: str = "",
+                duration_s: float = 0.0, log: str = "", **extra: Any) -> dict[str, Any]:
+    if status not in STATUSES:
+        raise ValueError(f"status must be one of {STATUSES}, got {status!r}")
+    if mode is None:
+        mode = "measured" if status == "ok" else "skipped"
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if status == "skipped" and mode != "skipped":
+        raise ValueError("a skipped stage has mode 'skipped'")
+    rec = {"stage": stage, "cell": cell, "status": status, "reason_class": reason_class,
+           "message": message, "mode": mode, "backend": backend, "device": device,
+           "tool_versions": tool_versions or {}, "started": started,
+           "duration_s": round(float(duration_s), 3), "log": log}
+    rec.update(extra)
+    return rec
+
+
+def write_status(path: str | Path, record: dict[str, Any]) -> None:
+    missing = [f for f in FIELDS if f not in record]
+    if missing:
+        raise ValueError(f"status record lacks {missing}")
+    write_json_atomic(path, record)
+
+
+class StatusFileError(ValueError):
+    pass
+
+
+def read_status(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    try:
+        rec = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise StatusFileError(f"{p}: unreadable status file: {exc}") from None
+    if not isinstance(rec, dict) or rec.get("status") not in STATUSES:
+        raise StatusFileError(f"{p}: not a quantsweep status file (no valid 'status')")
+    return rec

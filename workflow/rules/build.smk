@@ -1,0 +1,15 @@
+rule build:
+    input:
+        unpack(toolset_inputs),
+        quantize=P("quantize", "status.json"),
+    output:
+        status=P("build", "status.json"),
+    params:
+        args=lambda w, input, output: stage_args(
+            "build", paths.cell_id(**dict(w.items())), output,
+            {"toolset": input.toolset, "quantize": input.quantize},
+            {"backend": w.backend, "precision": w.precision}),
+    log:
+        "logs/build/" + paths.CELL + ".log",
+    shell:
+        "{PY} -m quantsweep.stage {params.args} --log {log:q}"

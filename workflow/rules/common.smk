@@ -1,0 +1,71 @@
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from snakemake.utils import validate
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # also works without `pip install -e .`
+
+from quantsweep import config as qcfg  # noqa: E402
+from quantsweep import matrix, paths  # noqa: E402
+
+# Duplicate YAML keys are lost by the time Snakemake hands us `config`: re-read the files.
+for _cf in workflow.configfiles:
+    qcfg.read_yaml(_cf)
+# quantsweep's checks first (messages name key, value and what is allowed), then
+# Snakemake's own validation against the same schema (fills defaults).
+qcfg.validate_config(config, source=", ".join(map(str, workflow.configfiles)) or "config")
+
+
+validate(config, "../schemas/config.schema.yaml")
+
+
+PY = sys.executable
+RESULTS = config["results_dir"]
+RESOURCES = "resources"
+DATASET = config["dataset"]["name"]
+MANIFEST = f"{RESOURCES}/datasets/{DATASET}/manifest.json"
+CELLS = matrix.expand(config)
+PLANNED = [pc.cell for pc in CELLS if pc.status == "planned"]
+DEMO_TOOLSET = config["demo"].get("toolset")
+TIMEOUT = config["stage_timeout_s"]
+
+
+wildcard_constraints:
+    **paths.WILDCARD_CONSTRAINTS,
+
+
+def P(stage, filename=""):
+    """Path pattern of a stage (wildcards kept)."""
+    return paths.pattern(RESULTS, stage, filename)
+
+
+def toolset_inputs(w):
+    return {
+        "toolset": P("toolset", "status.json").format(toolset=w.toolset),
+        "versions": P("toolset", "versions.txt").format(toolset=w.toolset),
+    }
+
+
+def model_spec(name):
+    return {"name": name, **config["models"][name]}
+
+
+def dataset_params():
+    return {"manifest": MANIFEST}
+
+
+def stage_args(stage, cell, output, upstream, params, main_env=False, declare=()):
+    """The command-line arguments of `python -m quantsweep.stage` for one job."""
+    args = [stage, "--cell", cell, "--out", str(Path(output[0]).parent),
+            "--timeout", str(TIMEOUT), "--params", json.dumps(params, sort_keys=True)]
+    if "toolset" in upstream:
+        args += ["--toolset-dir", str(Path(upstream["toolset"]).parent)]
+    for name, path in upstream.items():
+        args += ["--upstream", f"{name}={path}"]
+    for d in declare:
+        args += ["--declare", d]
+    if main_env:
+        args.append("--main-env")
+    return " ".join(shlex.quote(a) for a in args)

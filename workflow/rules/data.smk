@@ -1,0 +1,11 @@
+rule data:
+    """The synthetic demo dataset, or a validated COCO dataset, described by its manifest."""
+    output:
+        manifest=f"{RESOURCES}/datasets/{{dataset}}/manifest.json",
+    params:
+        spec=lambda w: json.dumps(config["dataset"], sort_keys=True),
+    log:
+        "logs/data/{dataset}.log",
+    shell:
+        "{PY} scripts/data.py {params.spec:q} $(dirname {output.manifest}) > {log} 2>&1 "
+        "|| (cat {log} >&2; exit 1)"

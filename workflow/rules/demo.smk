@@ -1,0 +1,69 @@
+DEMO_DIR = f"{RESOURCES}/demo"
+
+
+def demo_preprocess():
+    """The demo detector is trained with the preprocessing of its first declared model."""
+    demo_models = [m for m in config["models"].values() if m["source"].startswith("demo-")]
+    return demo_models[0]["preprocess"] if demo_models else {}
+
+
+rule train_demo:
+    """Train the demo detector once (fixed steps, fixed seed) in the demo toolset."""
+    input:
+        toolset=P("toolset", "status.json").format(toolset=DEMO_TOOLSET or "none"),
+        versions=P("toolset", "versions.txt").format(toolset=DEMO_TOOLSET or "none"),
+        manifest=MANIFEST,
+    output:
+        status=f"{DEMO_DIR}/train/status.json",
+    params:
+        args=lambda w, input, output: stage_args(
+            "train", "demo/train", output, {"toolset": input.toolset},
+            {"demo": config["demo"], "preprocess": demo_preprocess(),
+             "dataset": dataset_params()}),
+    threads: workflow.cores
+    log:
+        "logs/train/demo.log",
+    shell:
+        "{PY} -m quantsweep.stage {params.args} --log {log:q}"
+
+
+rule framework:
+    """The demo detector in the cell's framework (Paddle inference model, or torch)."""
+    input:
+        unpack(toolset_inputs),
+        train=f"{DEMO_DIR}/train/status.json",
+    output:
+        status=P("framework", "status.json"),
+    params:
+        args=lambda w, input, output: stage_args(
+            "framework", f"{w.model}/{w.toolset}/framework", output,
+            {"toolset": input.toolset, "train": input.train},
+            {"model_spec": {k: v for k, v in model_spec(w.model).items()
+                            if k in ("name", "source", "paddle_format")},
+             "parity_tol": 1e-4}),
+    log:
+        "logs/framework/{model}/{toolset}.log",
+    shell:
+        "{PY} -m quantsweep.stage {params.args} --log {log:q}"
+
+
+rule framework_eval:
+    """The demo detector evaluated in its own framework: the reference for ONNX parity."""
+    input:
+        unpack(toolset_inputs),
+        framework=P("framework", "status.json"),
+        manifest=MANIFEST,
+    output:
+        status=P("framework_eval", "status.json"),
+        metrics=P("framework_eval", "metrics.json"),
+    params:
+        args=lambda w, input, output: stage_args(
+            "framework_eval", f"{w.model}/{w.toolset}/framework", output,
+            {"toolset": input.toolset, "framework": input.framework},
+            eval_params(w, "torch" if config["models"][w.model]["source"] == "demo-torch"
+                        else "paddle_inference"),
+            declare=["metrics.json"]),
+    log:
+        "logs/framework_eval/{model}/{toolset}.log",
+    shell:
+        "{PY} -m quantsweep.stage {params.args} --log {log:q}"

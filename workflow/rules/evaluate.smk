@@ -1,0 +1,23 @@
+def eval_params(w, backend):
+    spec = model_spec(w.model)
+    return {"model_spec": spec, "backend": backend, "evaluate": config["evaluate"],
+            "dataset": dataset_params()}
+
+
+rule evaluate:
+    input:
+        unpack(toolset_inputs),
+        build=P("build", "status.json"),
+        manifest=MANIFEST,
+    output:
+        status=P("evaluate", "status.json"),
+        metrics=P("evaluate", "metrics.json"),
+    params:
+        args=lambda w, input, output: stage_args(
+            "evaluate", paths.cell_id(**dict(w.items())), output,
+            {"toolset": input.toolset, "build": input.build},
+            eval_params(w, w.backend), declare=["metrics.json"]),
+    log:
+        "logs/evaluate/" + paths.CELL + ".log",
+    shell:
+        "{PY} -m quantsweep.stage {params.args} --log {log:q}"

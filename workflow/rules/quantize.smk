@@ -1,0 +1,15 @@
+rule quantize:
+    input:
+        unpack(toolset_inputs),
+        export=P("export", "status.json"),
+    output:
+        status=P("quantize", "status.json"),
+    params:
+        args=lambda w, input, output: stage_args(
+            "quantize", f"{w.model}/{w.toolset}/opset{w.opset}/{w.quantizer}", output,
+            {"toolset": input.toolset, "export": input.export},
+            {"quantizer": w.quantizer, "model_spec": {"name": w.model}}),
+    log:
+        "logs/quantize/{model}/{toolset}/opset{opset}/{quantizer}.log",
+    shell:
+        "{PY} -m quantsweep.stage {params.args} --log {log:q}"
