@@ -187,7 +187,7 @@ def _cross_check(cfg: dict[str, Any], source: str) -> None:
         dec = model["decode"]
         need = ("bbox", "bbox_num") if dec["layout"] == "paddle_bbox" else ("boxes", "scores", "labels")
         for key in need:
-            if not dec.get(key):
+            if dec.get(key) is None:
                 problems.append(f"models.{name}.decode.{key}: required for layout {dec['layout']!r}")
         names = [t["name"] for t in model.get("inputs", [])]
         dup = sorted({n for n in names if names.count(n) > 1})

@@ -22,6 +22,7 @@ validate(config, "../schemas/config.schema.yaml")
 
 
 PY = sys.executable
+SCRIPTS = str(Path(workflow.basedir) / "scripts")
 RESULTS = config["results_dir"]
 RESOURCES = "resources"
 DATASET = config["dataset"]["name"]

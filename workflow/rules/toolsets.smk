@@ -11,5 +11,5 @@ rule toolset:
     log:
         "logs/toolset/{toolset}.log",
     shell:
-        "{PY} scripts/toolset.py {wildcards.toolset} {params.spec:q} "
+        "{PY} {SCRIPTS}/toolset.py {wildcards.toolset} {params.spec:q} "
         "$(dirname {output.status}) {params.envs} > {log} 2>&1 || (cat {log} >&2; exit 1)"

@@ -79,13 +79,16 @@ class Deploy(nn.Layer):
         cy = paddle.gather(self.gy, idx.reshape([-1])).reshape([-1, k])
         reg = reg.reshape([-1, 4, hw])
         ltrb = [paddle.take_along_axis(reg[:, i, :], idx, axis=1) for i in range(4)]
-        # boxes in network-input pixels -> original pixels (scale_factor = (sy, sx))
+        # boxes in network-input pixels, clipped to the resized image (im_shape = (h, w)),
+        # then -> original pixels (scale_factor = (sy, sx)), as PaddleDetection does
+        h_in, w_in = im_shape[:, 0:1], im_shape[:, 1:2]
         sy = scale_factor[:, 0:1]
         sx = scale_factor[:, 1:2]
-        x1 = (cx - ltrb[0]).clip(0.0, float(self.input_size)) / sx
-        y1 = (cy - ltrb[1]).clip(0.0, float(self.input_size)) / sy
-        x2 = (cx + ltrb[2]).clip(0.0, float(self.input_size)) / sx
-        y2 = (cy + ltrb[3]).clip(0.0, float(self.input_size)) / sy
+        zero = paddle.zeros_like(cx)
+        x1 = paddle.minimum(paddle.maximum(cx - ltrb[0], zero), w_in) / sx
+        y1 = paddle.minimum(paddle.maximum(cy - ltrb[1], zero), h_in) / sy
+        x2 = paddle.minimum(paddle.maximum(cx + ltrb[2], zero), w_in) / sx
+        y2 = paddle.minimum(paddle.maximum(cy + ltrb[3], zero), h_in) / sy
         bbox = paddle.stack([paddle.cast(labels, "float32"), scores, x1, y1, x2, y2], axis=2)
         bbox = bbox.reshape([-1, 6])
         bbox_num = paddle.full_like(scores[:, 0], k, dtype="int32")

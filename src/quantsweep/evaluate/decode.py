@@ -42,9 +42,18 @@ def _to_original(b: np.ndarray, coords: str, meta: Meta) -> np.ndarray:
 def split_outputs(outputs: dict[str, np.ndarray], dec: dict[str, Any],
                   batch: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per image: (boxes [K,4], scores [K], labels [K]) in the model's own conventions."""
+    ordered = list(outputs.values())
+
+    def get(ref: str | int) -> np.ndarray:
+        if isinstance(ref, int):
+            if ref >= len(ordered):
+                raise DecodeError(f"output #{ref} requested; the model has {len(ordered)} outputs")
+            return ordered[ref]
+        return outputs[ref]
+
     try:
         if dec["layout"] == "paddle_bbox":
-            bbox, num = outputs[dec["bbox"]], outputs[dec["bbox_num"]].reshape(-1)
+            bbox, num = get(dec["bbox"]), get(dec["bbox_num"]).reshape(-1)
             if bbox.ndim != 2 or bbox.shape[1] != 6:
                 raise DecodeError(f"output {dec['bbox']!r}: expected [M,6], got {bbox.shape}")
             out, start = [], 0
@@ -53,8 +62,7 @@ def split_outputs(outputs: dict[str, np.ndarray], dec: dict[str, Any],
                 start += int(n)
                 out.append((part[:, 2:6], part[:, 1], part[:, 0]))
             return out
-        boxes, scores, labels = (outputs[dec["boxes"]], outputs[dec["scores"]],
-                                 outputs[dec["labels"]])
+        boxes, scores, labels = get(dec["boxes"]), get(dec["scores"]), get(dec["labels"])
     except KeyError as exc:
         raise DecodeError(f"the model has no output named {exc.args[0]!r}; outputs: "
                           f"{sorted(outputs)}") from None

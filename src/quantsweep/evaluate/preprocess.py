@@ -54,22 +54,24 @@ def preprocess(img: np.ndarray, spec: dict[str, Any]) -> tuple[np.ndarray, Meta]
 
 
 def role_value(role: str, meta: Meta) -> np.ndarray:
-    """The value quantsweep feeds to a non-image input (float64; cast per binding later)."""
+    """The value quantsweep feeds to a non-image input, in its natural dtype (float32 shapes
+    and factors, int64 pixel sizes as a framework would create them); the runner casts each
+    to the dtype its binding reports."""
     if role == "im_shape":
-        return np.array([meta.in_h, meta.in_w], np.float64)
+        return np.array([meta.in_h, meta.in_w], np.float32)
     if role == "scale_factor":
-        return np.array([meta.scale_y, meta.scale_x], np.float64)
+        return np.array([meta.scale_y, meta.scale_x], np.float32)
     if role == "orig_size_wh":
-        return np.array([meta.orig_w, meta.orig_h], np.float64)
+        return np.array([meta.orig_w, meta.orig_h], np.int64)
     if role == "orig_size_hw":
-        return np.array([meta.orig_h, meta.orig_w], np.float64)
+        return np.array([meta.orig_h, meta.orig_w], np.int64)
     raise ValueError(f"unknown input role {role!r}")
 
 
 def build_feeds(images: list[np.ndarray], metas: list[Meta],
                 inputs: list[dict[str, Any]]) -> dict[str, np.ndarray]:
-    """Model inputs for a batch, keyed by input name, with natural dtypes (float32 image,
-    float64 auxiliaries); the runner casts each to the dtype its binding reports."""
+    """Model inputs for a batch, keyed by input name, in natural dtypes; the runner casts
+    each to the dtype its binding reports."""
     feeds: dict[str, np.ndarray] = {}
     for spec in inputs:
         role = spec.get("role", "image")
