@@ -105,7 +105,8 @@ POST_HOOKS: dict[str, PostHook] = {"evaluate": _post_evaluate, "framework_eval":
 
 def run_stage(stage: str, cell: str, out_dir: Path, toolset_dir: Path | None,
               upstream: dict[str, Path], params: dict[str, Any], log: Path,
-              declared: list[str], timeout: float, python: str | None = None) -> dict[str, Any]:
+              declared: list[str], timeout: float, python: str | None = None,
+              script: Path | None = None) -> dict[str, Any]:
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     t0 = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -149,7 +150,7 @@ def run_stage(stage: str, cell: str, out_dir: Path, toolset_dir: Path | None,
         env_vars["PYTHONPATH"] = os.pathsep.join(
             [str(SRC_DIR)] + ([env_vars["PYTHONPATH"]] if env_vars.get("PYTHONPATH") else []))
         env_vars.setdefault("OMP_NUM_THREADS", str(params.get("threads", 1)))
-        script = SCRIPTS_DIR / f"{stage}.py"
+        script = script or SCRIPTS_DIR / f"{stage}.py"
         with open(log, "w") as logfh:
             logfh.write(f"$ {python} {script} {work / 'job.json'}\n")
             logfh.flush()

@@ -1,12 +1,6 @@
 DEMO_DIR = f"{RESOURCES}/demo"
 
 
-def demo_preprocess():
-    """The demo detector is trained with the preprocessing of its first declared model."""
-    demo_models = [m for m in config["models"].values() if m["source"].startswith("demo-")]
-    return demo_models[0]["preprocess"] if demo_models else {}
-
-
 rule train_demo:
     """Train the demo detector once (fixed steps, fixed seed) in the demo toolset."""
     input:
@@ -18,7 +12,8 @@ rule train_demo:
     params:
         args=lambda w, input, output: stage_args(
             "train", "demo/train", output, {"toolset": input.toolset},
-            {"demo": config["demo"], "preprocess": demo_preprocess(),
+            {"demo": {k: v for k, v in config["demo"].items() if k != "preprocess"},
+             "preprocess": config["demo"]["preprocess"],
              "dataset": dataset_params()}),
     threads: workflow.cores
     log:

@@ -25,7 +25,7 @@ def export_params(w):
     keep = {k: spec[k] for k in ("name", "source", "path", "from", "paddle_format", "inputs",
                                        "outputs")
             if k in spec}
-    return {"model_spec": keep, "opset": int(w.opset), "demo": config["demo"]}
+    return {"model_spec": keep, "opset": int(w.opset)}
 
 
 rule export:

@@ -15,6 +15,7 @@ BACKBONE = [(3, 16, 2), (16, 32, 2), (32, 32, 1), (32, 64, 2), (64, 64, 1),
 TAPS = [8, 6, 4, 2]  # backbone outputs merged top-down, deepest first (stride 32 -> 4)
 LATERAL_IN = [BACKBONE[i][1] for i in TAPS]
 NECK = 32
+HEAD = 32  # head convs: conv3x3 + ReLU (no BN), then 1x1, as in CenterNet
 STRIDE = 4
 HM_BIAS_INIT = -2.19  # sigmoid = 0.1: the usual CenterNet prior
 REG_SCALE = 16.0

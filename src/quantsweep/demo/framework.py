@@ -68,8 +68,8 @@ def _paddle(job: Job, weights: Path, meta: dict[str, Any], ref: Any) -> Result:
         det = load_detector(weights, meta["num_classes"])
     with paddle.no_grad():
         hm, reg = det(paddle.to_tensor(ref["images"]))
-    from quantsweep.demo.paddle_model import Deploy
     from quantsweep.demo import arch
+    from quantsweep.demo.paddle_model import Deploy
 
     dep = Deploy(det, meta["top_k"], meta["input_size"], meta["input_size"] // arch.STRIDE)
     dep.eval()

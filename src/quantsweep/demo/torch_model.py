@@ -37,10 +37,10 @@ class Detector(nn.Module):
         self.lateral = nn.ModuleList(ConvBNAct(ci, arch.NECK, 1, 1) for ci in arch.LATERAL_IN)
         self.smooth = nn.ModuleList(ConvBNAct(arch.NECK, arch.NECK, 3, 1)
                                     for _ in arch.LATERAL_IN)
-        self.hm_conv = ConvBNAct(arch.NECK, arch.NECK, 3, 1)
-        self.hm_out = nn.Conv2d(arch.NECK, num_classes, 1)
-        self.reg_conv = ConvBNAct(arch.NECK, arch.NECK, 3, 1)
-        self.reg_out = nn.Conv2d(arch.NECK, 4, 1)
+        self.hm_conv = nn.Conv2d(arch.NECK, arch.HEAD, 3, 1, 1)
+        self.hm_out = nn.Conv2d(arch.HEAD, num_classes, 1)
+        self.reg_conv = nn.Conv2d(arch.NECK, arch.HEAD, 3, 1, 1)
+        self.reg_out = nn.Conv2d(arch.HEAD, 4, 1)
         nn.init.constant_(self.hm_out.bias, arch.HM_BIAS_INIT)
         nn.init.normal_(self.hm_out.weight, std=0.01)
         nn.init.normal_(self.reg_out.weight, std=0.01)
@@ -57,8 +57,8 @@ class Detector(nn.Module):
         for j in range(1, len(arch.TAPS)):
             y = F.interpolate(y, scale_factor=2.0, mode="nearest")
             y = self.smooth[j](y + self.lateral[j](feats[arch.TAPS[j]]))
-        hm = self.hm_out(self.hm_conv(y))
-        reg = F.relu(self.reg_out(self.reg_conv(y))) * arch.REG_SCALE
+        hm = self.hm_out(F.relu(self.hm_conv(y)))
+        reg = F.relu(self.reg_out(F.relu(self.reg_conv(y)))) * arch.REG_SCALE
         return hm, reg
 
 

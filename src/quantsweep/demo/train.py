@@ -23,6 +23,7 @@ from quantsweep.job import Job, Result, ToolFailure
 from quantsweep.status import write_bytes_atomic, write_json_atomic
 
 ALPHA = 0.54  # Gaussian size relative to the box (TTFNet)
+REG_WEIGHT = 1.0
 
 
 def make_targets(boxes: np.ndarray, labels: np.ndarray, num_classes: int, size: int,
@@ -165,13 +166,16 @@ def train(manifest: dict[str, Any], pre: dict[str, Any], demo: dict[str, Any],
         out_hm, out_reg = model(x)
         l_hm = focal_loss(out_hm, hm)
         l_reg = giou_loss(out_reg, rg, wg)
-        loss = l_hm + 5.0 * l_reg
+        loss = l_hm + REG_WEIGHT * l_reg
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if step % 50 == 0 or step == steps - 1:
+            with torch.no_grad():
+                p_pos = float(torch.sigmoid(out_hm)[hm.eq(1)].mean())
             log(f"step {step:5d} lr {lr:.5f} loss {float(loss):.4f} hm {float(l_hm):.4f} "
+                f"p(pos) {p_pos:.3f} "
                 f"reg {float(l_reg):.4f} ({time.monotonic() - t1:.0f} s)")
     model.eval()
     info = {"steps": steps, "batch_size": bs, "train_images": len(X), "load_s": round(load_s, 1),

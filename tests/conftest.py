@@ -1,0 +1,74 @@
+"""Shared fixtures. Integration tests run real tools: uv-built toolset envs, paddle2onnx,
+torch, ONNX Runtime, pycocotools and Snakemake, on tiny configs in temporary directories."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+# toolset envs are shared by every test run on this machine (created once, keyed by hash)
+ENVS = Path(os.environ.get("QUANTSWEEP_TEST_ENVS", REPO / ".envs"))
+
+TORCH_TOOLSET = {"packages": ["torch==2.13.0+cpu", "onnx==1.20.1", "onnxruntime==1.23.2",
+                              "onnxscript"]}
+ORT_TOOLSET = {"packages": ["onnx==1.17.0", "onnxruntime==1.20.1", "numpy<2"]}
+PADDLE_TOOLSET = {"packages": ["paddlepaddle==2.6.2", "paddle2onnx==1.3.1", "numpy<2",
+                               "setuptools<81", "onnx==1.17.0", "onnxruntime==1.20.1"]}
+
+DEMO_TORCH = {
+    "source": "demo-torch",
+    "inputs": [{"name": "images", "dtype": "float32", "role": "image"},
+               {"name": "orig_target_sizes", "dtype": "int32", "role": "orig_size_wh"}],
+    "decode": {"layout": "separate", "boxes": "boxes", "scores": "scores", "labels": "labels"},
+}
+
+
+def tiny_config(**over: object) -> dict:
+    cfg = {
+        "envs_dir": str(ENVS),
+        "dataset": {"name": "tiny", "source": "synthetic",
+                    "synthetic": {"seed": 1, "train": 16, "calib": 2, "val": 6}},
+        "demo": {"toolset": "torch2.13", "steps": 2, "batch_size": 4, "top_k": 20},
+        "toolsets": {"torch2.13": TORCH_TOOLSET},
+        "models": {"demo-torch": DEMO_TORCH},
+        "matrix": [{"models": ["demo-torch"], "toolsets": ["torch2.13"], "opsets": [13]}],
+    }
+    cfg.update(over)
+    return cfg
+
+
+def write_config(tmp: Path, cfg: dict) -> Path:
+    p = tmp / "config.yaml"
+    p.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return p
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
+           str(workdir), "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
+    if check and r.returncode != 0:
+        raise AssertionError(f"snakemake failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}")
+    return r
+
+
+def jobs_run(r: subprocess.CompletedProcess) -> dict[str, int]:
+    """Jobs Snakemake executed, by rule, from its log."""
+    import re
+
+    counts: dict[str, int] = {}
+    for m in re.finditer(r"^(?:local)?rule (\w+):", r.stderr + r.stdout, re.M):
+        counts[m.group(1)] = counts.get(m.group(1), 0) + 1
+    return counts
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Path:
+    write_config(tmp_path, tiny_config())
+    return tmp_path
