@@ -7,9 +7,9 @@ rule build:
     params:
         args=lambda w, input, output: stage_args(
             "build", paths.cell_id(**dict(w.items())), output,
-            {"toolset": input.toolset, "quantize": input.quantize},
-            {"backend": w.backend, "precision": w.precision}),
+            {"toolset": input.toolset, "quantize": input.quantize}),
+        spec=lambda w: spec({"backend": w.backend, "precision": w.precision}),
     log:
         "logs/build/" + paths.CELL + ".log",
     shell:
-        "{PY} -m quantsweep.stage {params.args} --log {log:q}"
+        "{PY} -m quantsweep.stage {params.args} --params {params.spec:q} --log {log:q}"

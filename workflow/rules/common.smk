@@ -57,10 +57,16 @@ def dataset_params():
     return {"manifest": MANIFEST}
 
 
-def stage_args(stage, cell, output, upstream, params, main_env=False, declare=()):
-    """The command-line arguments of `python -m quantsweep.stage` for one job."""
+def spec(params):
+    """A stage's parameters as one JSON string. Kept apart from the paths in `stage_args`:
+    Snakemake's params rerun trigger ignores params derived from input/output files."""
+    return json.dumps(params, sort_keys=True)
+
+
+def stage_args(stage, cell, output, upstream, main_env=False, declare=()):
+    """The command-line arguments of `python -m quantsweep.stage` for one job (paths only)."""
     args = [stage, "--cell", cell, "--out", str(Path(output[0]).parent),
-            "--timeout", str(TIMEOUT), "--params", json.dumps(params, sort_keys=True)]
+            "--timeout", str(TIMEOUT)]
     if "toolset" in upstream:
         args += ["--toolset-dir", str(Path(upstream["toolset"]).parent)]
     for name, path in upstream.items():

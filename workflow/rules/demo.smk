@@ -11,15 +11,14 @@ rule train_demo:
         status=f"{DEMO_DIR}/train/status.json",
     params:
         args=lambda w, input, output: stage_args(
-            "train", "demo/train", output, {"toolset": input.toolset},
-            {"demo": {k: v for k, v in config["demo"].items() if k != "preprocess"},
-             "preprocess": config["demo"]["preprocess"],
-             "dataset": dataset_params()}),
+            "train", "demo/train", output, {"toolset": input.toolset}),
+        spec=spec({"demo": {k: v for k, v in config["demo"].items() if k != "preprocess"},
+                   "preprocess": config["demo"]["preprocess"], "dataset": dataset_params()}),
     threads: workflow.cores
     log:
         "logs/train/demo.log",
     shell:
-        "{PY} -m quantsweep.stage {params.args} --log {log:q}"
+        "{PY} -m quantsweep.stage {params.args} --params {params.spec:q} --log {log:q}"
 
 
 rule framework:
@@ -32,14 +31,14 @@ rule framework:
     params:
         args=lambda w, input, output: stage_args(
             "framework", f"{w.model}/{w.toolset}/framework", output,
-            {"toolset": input.toolset, "train": input.train},
-            {"model_spec": {k: v for k, v in model_spec(w.model).items()
-                            if k in ("name", "source", "paddle_format")},
-             "parity_tol": 1e-4}),
+            {"toolset": input.toolset, "train": input.train}),
+        spec=lambda w: spec({"model_spec": {k: v for k, v in model_spec(w.model).items()
+                                            if k in ("name", "source", "paddle_format")},
+                             "parity_tol": 1e-4}),
     log:
         "logs/framework/{model}/{toolset}.log",
     shell:
-        "{PY} -m quantsweep.stage {params.args} --log {log:q}"
+        "{PY} -m quantsweep.stage {params.args} --params {params.spec:q} --log {log:q}"
 
 
 rule framework_eval:
@@ -54,11 +53,10 @@ rule framework_eval:
     params:
         args=lambda w, input, output: stage_args(
             "framework_eval", f"{w.model}/{w.toolset}/framework", output,
-            {"toolset": input.toolset, "framework": input.framework},
-            eval_params(w, "torch" if config["models"][w.model]["source"] == "demo-torch"
-                        else "paddle_inference"),
-            declare=["metrics.json"]),
+            {"toolset": input.toolset, "framework": input.framework}, declare=["metrics.json"]),
+        spec=lambda w: spec(eval_params(w, "torch" if config["models"][w.model]["source"] == "demo-torch"
+                                        else "paddle_inference")),
     log:
         "logs/framework_eval/{model}/{toolset}.log",
     shell:
-        "{PY} -m quantsweep.stage {params.args} --log {log:q}"
+        "{PY} -m quantsweep.stage {params.args} --params {params.spec:q} --log {log:q}"

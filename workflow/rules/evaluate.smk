@@ -15,9 +15,9 @@ rule evaluate:
     params:
         args=lambda w, input, output: stage_args(
             "evaluate", paths.cell_id(**dict(w.items())), output,
-            {"toolset": input.toolset, "build": input.build},
-            eval_params(w, w.backend), declare=["metrics.json"]),
+            {"toolset": input.toolset, "build": input.build}, declare=["metrics.json"]),
+        spec=lambda w: spec(eval_params(w, w.backend)),
     log:
         "logs/evaluate/" + paths.CELL + ".log",
     shell:
-        "{PY} -m quantsweep.stage {params.args} --log {log:q}"
+        "{PY} -m quantsweep.stage {params.args} --params {params.spec:q} --log {log:q}"

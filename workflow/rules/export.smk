@@ -35,9 +35,9 @@ rule export:
         status=P("export", "status.json"),
     params:
         args=lambda w, input, output: stage_args(
-            "export", f"{w.model}/{w.toolset}/opset{w.opset}", output,
-            export_upstream(input), export_params(w)),
+            "export", f"{w.model}/{w.toolset}/opset{w.opset}", output, export_upstream(input)),
+        spec=lambda w: spec(export_params(w)),
     log:
         "logs/export/{model}/{toolset}/opset{opset}.log",
     shell:
-        "{PY} -m quantsweep.stage {params.args} --log {log:q}"
+        "{PY} -m quantsweep.stage {params.args} --params {params.spec:q} --log {log:q}"

@@ -7,9 +7,9 @@ rule quantize:
     params:
         args=lambda w, input, output: stage_args(
             "quantize", f"{w.model}/{w.toolset}/opset{w.opset}/{w.quantizer}", output,
-            {"toolset": input.toolset, "export": input.export},
-            {"quantizer": w.quantizer, "model_spec": {"name": w.model}}),
+            {"toolset": input.toolset, "export": input.export}),
+        spec=lambda w: spec({"quantizer": w.quantizer, "model_spec": {"name": w.model}}),
     log:
         "logs/quantize/{model}/{toolset}/opset{opset}/{quantizer}.log",
     shell:
-        "{PY} -m quantsweep.stage {params.args} --log {log:q}"
+        "{PY} -m quantsweep.stage {params.args} --params {params.spec:q} --log {log:q}"
