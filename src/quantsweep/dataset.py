@@ -10,6 +10,7 @@ import json
 import math
 import time
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from quantsweep.status import write_bytes_atomic, write_json_atomic
@@ -84,7 +85,7 @@ def validate_coco(ann_path: str | Path, image_dir: str | Path, tol: float = 1.0)
 
 
 def write_manifest(out: str | Path, name: str, source: str,
-                   splits: dict[str, tuple[str | Path, str | Path]],
+                   splits: Mapping[str, tuple[str | Path, str | Path]],
                    categories: list[dict[str, Any]]) -> dict[str, Any]:
     man = {
         "name": name,

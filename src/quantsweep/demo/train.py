@@ -209,7 +209,7 @@ def run(job: Job) -> Result:
     model, info = train(manifest, pre, demo, log=lambda s: print(s, flush=True))
     out = job.out_dir
     buf = io.BytesIO()
-    np.savez(buf, **state_to_numpy(model))
+    np.savez(buf, **state_to_numpy(model))  # type: ignore[arg-type]
     write_bytes_atomic(out / "weights.npz", buf.getvalue())
     meta = {"num_classes": len(manifest["categories"]), "top_k": demo["top_k"],
             "input_size": demo["input_size"], "preprocess": pre,

@@ -35,12 +35,12 @@ def preprocess(img: np.ndarray, spec: dict[str, Any]) -> tuple[np.ndarray, Meta]
     oh, ow = img.shape[:2]
     th, tw = spec["size"]
     if spec["resize"] == "stretch":
-        arr = np.asarray(Image.fromarray(img).resize((tw, th), Image.BILINEAR))
+        arr = np.asarray(Image.fromarray(img).resize((tw, th), Image.Resampling.BILINEAR))
         meta = Meta(oh, ow, th / oh, tw / ow, in_h=th, in_w=tw)
     else:  # letterbox: keep aspect ratio, pad to size
         s = min(th / oh, tw / ow)
         nh, nw = max(1, round(oh * s)), max(1, round(ow * s))
-        resized = np.asarray(Image.fromarray(img).resize((nw, nh), Image.BILINEAR))
+        resized = np.asarray(Image.fromarray(img).resize((nw, nh), Image.Resampling.BILINEAR))
         arr = np.full((th, tw, 3), spec["pad_value"], dtype=np.uint8)
         py, px = (th - nh) // 2, (tw - nw) // 2
         arr[py:py + nh, px:px + nw] = resized
@@ -49,7 +49,8 @@ def preprocess(img: np.ndarray, spec: dict[str, Any]) -> tuple[np.ndarray, Meta]
     if spec["channel_order"] == "BGR":
         x = x[..., ::-1]
     x = x * np.float32(spec["scale"])
-    x = (x - np.asarray(spec["mean"], np.float32)) / np.asarray(spec["std"], np.float32)
+    x = ((x - np.asarray(spec["mean"], np.float32)) / np.asarray(spec["std"], np.float32)).astype(
+        np.float32, copy=False)
     return np.ascontiguousarray(x.transpose(2, 0, 1)), meta
 
 
