@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 import math
 import time
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from quantsweep.status import write_bytes_atomic, write_json_atomic

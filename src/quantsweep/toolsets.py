@@ -188,9 +188,10 @@ def ensure_env(name: str, spec: dict[str, Any], envs_dir: str | Path,
         return EnvResult("skipped", str(env_dir), "", {}, "missing_requirement", missing)
     lock = _lock(env_dir.with_name(env_dir.name + ".lock"))
     try:
-        if (env_dir / COMPLETE_MARKER).exists():
-            return EnvResult("ok", str(env_dir), str(py), freeze(str(py)),
-                             seconds=time.monotonic() - t0)
+        marker = env_dir / COMPLETE_MARKER
+        if marker.exists():  # reuse: the versions were frozen when the env was made
+            versions = json.loads(marker.read_text()).get("versions") or freeze(str(py))
+            return EnvResult("ok", str(env_dir), str(py), versions, seconds=time.monotonic() - t0)
         if env_dir.exists():  # left half-made by a killed run
             shutil.rmtree(env_dir)
         uv = _uv()
@@ -216,8 +217,10 @@ def ensure_env(name: str, spec: dict[str, Any], envs_dir: str | Path,
                                  "missing_requirement",
                                  "requires tensorrt: `import tensorrt` fails in the env: "
                                  + r.stderr.strip()[-500:])
-        (env_dir / COMPLETE_MARKER).write_text(json.dumps({"spec": spec, "hash": h}))
-        return EnvResult("ok", str(env_dir), str(py), freeze(str(py)), created=True,
+        versions = freeze(str(py))
+        (env_dir / COMPLETE_MARKER).write_text(json.dumps({"spec": spec, "hash": h,
+                                                           "versions": versions}))
+        return EnvResult("ok", str(env_dir), str(py), versions, created=True,
                          seconds=time.monotonic() - t0)
     finally:
         fcntl.flock(lock, fcntl.LOCK_UN)
