@@ -97,6 +97,7 @@ def test_sigkill_mid_run_leaves_nothing_that_looks_complete(tmp_path: Path):
     # resume with fewer steps: the incomplete job reruns, everything ends complete
     cfg["demo"]["steps"] = 2
     write_config(tmp_path, cfg)
+    snakemake(tmp_path, "--unlock")  # a killed Snakemake leaves its lock: the documented step
     snakemake(tmp_path)
     for st in (tmp_path / "results").rglob("status.json"):
         assert json.loads(st.read_text())["status"] in ("ok", "failed", "skipped")
