@@ -17,7 +17,6 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
-NAME_PATTERN = r"^[A-Za-z0-9._-]+$"
 
 
 class ConfigError(ValueError):
@@ -149,8 +148,6 @@ def validate_config(cfg: Any, source: str = "config") -> dict[str, Any]:
 
 
 def _cross_check(cfg: dict[str, Any], source: str) -> None:
-    import re
-
     problems: list[str] = []
     models, toolsets = cfg["models"], cfg["toolsets"]
     for i, block in enumerate(cfg["matrix"]):
@@ -219,10 +216,6 @@ def _cross_check(cfg: dict[str, Any], source: str) -> None:
             problems.append(f"demo.toolset: required because models {demo_models} use the demo")
         elif demo["toolset"] not in toolsets:
             problems.append(f"demo.toolset: toolset {demo['toolset']!r} is not defined")
-    pat = re.compile(NAME_PATTERN)
-    for name in list(models) + list(toolsets):
-        if not pat.match(name):  # schema catches this too; keep the message uniform
-            problems.append(f"name {name!r}: only letters, digits, '.', '_', '-' are allowed")
     if problems:
         raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(problems))
 

@@ -70,7 +70,10 @@ def read_pip_settings(python: str = sys.executable) -> PipSettings:
 
 
 def python_version(python: str = sys.executable) -> str:
-    return ".".join(map(str, sys.version_info[:3])) if python == sys.executable else subprocess.run(
+    """The version of ``python``; no subprocess when it is this interpreter (any path to it)."""
+    if os.path.realpath(python) == os.path.realpath(sys.executable):
+        return ".".join(map(str, sys.version_info[:3]))
+    return subprocess.run(
         [python, "-c", "import sys; print('.'.join(map(str, sys.version_info[:3])))"],
         capture_output=True, text=True, check=True).stdout.strip()
 

@@ -12,4 +12,4 @@ rule build:
     log:
         "logs/build/" + paths.CELL + ".log",
     shell:
-        "{PY} -m quantsweep.stage {params.args} --params {params.spec:q} --log {log:q}"
+        STAGE_CMD

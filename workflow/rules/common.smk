@@ -63,6 +63,12 @@ def spec(params):
     return json.dumps(params, sort_keys=True)
 
 
+# The shell command of every stage rule: the supervisor, with the rule's `args` and `spec`.
+STAGE_CMD = "{PY} -m quantsweep.stage {params.args} --params {params.spec:q} --log {log:q}"
+# Rules that run a script in quantsweep's own env: the log, and on failure its text on stderr.
+LOGGED = " > {log} 2>&1 || (cat {log} >&2; exit 1)"
+
+
 def stage_args(stage, cell, output, upstream, main_env=False, declare=()):
     """The command-line arguments of `python -m quantsweep.stage` for one job (paths only)."""
     args = [stage, "--cell", cell, "--out", str(Path(output[0]).parent),

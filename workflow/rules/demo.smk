@@ -18,7 +18,7 @@ rule train_demo:
     log:
         "logs/train/demo.log",
     shell:
-        "{PY} -m quantsweep.stage {params.args} --params {params.spec:q} --log {log:q}"
+        STAGE_CMD
 
 
 rule framework:
@@ -38,7 +38,7 @@ rule framework:
     log:
         "logs/framework/{model}/{toolset}.log",
     shell:
-        "{PY} -m quantsweep.stage {params.args} --params {params.spec:q} --log {log:q}"
+        STAGE_CMD
 
 
 rule framework_eval:
@@ -59,4 +59,4 @@ rule framework_eval:
     log:
         "logs/framework_eval/{model}/{toolset}.log",
     shell:
-        "{PY} -m quantsweep.stage {params.args} --params {params.spec:q} --log {log:q}"
+        STAGE_CMD

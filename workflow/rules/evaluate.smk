@@ -20,4 +20,4 @@ rule evaluate:
     log:
         "logs/evaluate/" + paths.CELL + ".log",
     shell:
-        "{PY} -m quantsweep.stage {params.args} --params {params.spec:q} --log {log:q}"
+        STAGE_CMD

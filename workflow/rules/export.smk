@@ -40,4 +40,4 @@ rule export:
     log:
         "logs/export/{model}/{toolset}/opset{opset}.log",
     shell:
-        "{PY} -m quantsweep.stage {params.args} --params {params.spec:q} --log {log:q}"
+        STAGE_CMD

@@ -12,4 +12,4 @@ rule quantize:
     log:
         "logs/quantize/{model}/{toolset}/opset{opset}/{quantizer}.log",
     shell:
-        "{PY} -m quantsweep.stage {params.args} --params {params.spec:q} --log {log:q}"
+        STAGE_CMD

@@ -31,5 +31,5 @@ rule summary:
     log:
         "logs/summary.log",
     shell:
-        "{PY} {SCRIPTS}/summary.py --results {RESULTS} --plan {input.plan} --out {output} "
-        "> {log} 2>&1 || (cat {log} >&2; exit 1)"
+        "{PY} {SCRIPTS}/summary.py --results {RESULTS} --plan {input.plan} --out {output}"
+        + LOGGED

@@ -61,16 +61,14 @@ def _paddle(job: Job, weights: Path, meta: dict[str, Any], ref: Any) -> Result:
     if fmt == "pir" and major < 3:
         raise ToolFailure("unsupported_format", f"the PIR (.json) model format needs Paddle >= 3.0; "
                                                 f"this toolset has paddle {paddle.__version__}")
-    from quantsweep.demo.paddle_model import load_detector, save_inference_model
+    from quantsweep.demo import arch
+    from quantsweep.demo.paddle_model import Deploy, load_detector, save_inference_model
 
     paddle.set_device("cpu")
     with tool_call("framework_load", "loading the demo weights into Paddle"):
         det = load_detector(weights, meta["num_classes"])
     with paddle.no_grad():
         hm, reg = det(paddle.to_tensor(ref["images"]))
-    from quantsweep.demo import arch
-    from quantsweep.demo.paddle_model import Deploy
-
     dep = Deploy(det, meta["top_k"], meta["input_size"], meta["input_size"] // arch.STRIDE)
     dep.eval()
     n = ref["images"].shape[0]

@@ -174,9 +174,9 @@ def train(manifest: dict[str, Any], pre: dict[str, Any], demo: dict[str, Any],
         if step % 50 == 0 or step == steps - 1:
             with torch.no_grad():
                 p_pos = float(torch.sigmoid(out_hm)[hm.eq(1)].mean())
-            log(f"step {step:5d} lr {lr:.5f} loss {float(loss):.4f} hm {float(l_hm):.4f} "
-                f"p(pos) {p_pos:.3f} "
-                f"reg {float(l_reg):.4f} ({time.monotonic() - t1:.0f} s)")
+            log(f"step {step:5d} lr {lr:.5f} loss {losses[-1]:.4f} hm {float(l_hm.detach()):.4f} "
+                f"p(pos) {p_pos:.3f} reg {float(l_reg.detach()):.4f} "
+                f"({time.monotonic() - t1:.0f} s)")
     model.eval()
     info = {"steps": steps, "batch_size": bs, "train_images": len(X), "load_s": round(load_s, 1),
             "train_s": round(time.monotonic() - t1, 1), "final_loss": losses[-1],

@@ -40,29 +40,28 @@ def describe(model: Any) -> dict[str, Any]:
     }
 
 
+def _compare(kind: str, declared: list[dict[str, Any]], real: dict[str, dict[str, Any]]) -> list[str]:
+    """Problems of one side (inputs or outputs) of the declared contract against the graph."""
+    problems = []
+    for spec in declared:
+        if spec["name"] not in real:
+            problems.append(f"declared {kind} {spec['name']!r} is not an {kind} of the graph; "
+                            f"the graph's {kind}s are {sorted(real)}")
+        elif spec.get("dtype") and spec["dtype"] != real[spec["name"]]["dtype"]:
+            problems.append(f"{kind} {spec['name']!r}: declared dtype {spec['dtype']}, graph has "
+                            f"{real[spec['name']]['dtype']}")
+    return problems
+
+
 def check_contract(desc: dict[str, Any], inputs: list[dict[str, Any]],
                    outputs: list[dict[str, Any]], where: str) -> None:
     """The declared contract must match the graph; errors list the real names."""
     real_in = {i["name"]: i for i in desc["inputs"]}
-    real_out = {o["name"]: o for o in desc["outputs"]}
-    problems = []
-    for spec in inputs:
-        if spec["name"] not in real_in:
-            problems.append(f"declared input {spec['name']!r} is not an input of the graph; "
-                            f"the graph's inputs are {sorted(real_in)}")
-        elif spec.get("dtype") and spec["dtype"] != real_in[spec["name"]]["dtype"]:
-            problems.append(f"input {spec['name']!r}: declared dtype {spec['dtype']}, graph has "
-                            f"{real_in[spec['name']]['dtype']}")
+    problems = _compare("input", inputs, real_in)
     undeclared = sorted(set(real_in) - {s["name"] for s in inputs})
     if undeclared and inputs:
         problems.append(f"graph inputs {undeclared} are not in the declared contract")
-    for spec in outputs:
-        if spec["name"] not in real_out:
-            problems.append(f"declared output {spec['name']!r} is not an output of the graph; "
-                            f"the graph's outputs are {sorted(real_out)}")
-        elif spec.get("dtype") and spec["dtype"] != real_out[spec["name"]]["dtype"]:
-            problems.append(f"output {spec['name']!r}: declared dtype {spec['dtype']}, graph has "
-                            f"{real_out[spec['name']]['dtype']}")
+    problems += _compare("output", outputs, {o["name"]: o for o in desc["outputs"]})
     if problems:
         raise ToolFailure("contract_mismatch", f"{where}: " + "; ".join(problems))
 
