@@ -48,6 +48,19 @@ def test_onnx_file_to_summary_maps_labels_to_dataset_ids(tmp_path: Path):
     assert exp["tool_versions"]["onnxruntime"] == "1.20.1"
 
 
+def test_jobs_use_this_workflows_code_not_another_installed_copy(tmp_path: Path):
+    # another quantsweep first on PYTHONPATH (e.g. a second clone installed with pip -e)
+    decoy = tmp_path / "decoy" / "quantsweep"
+    decoy.mkdir(parents=True)
+    (decoy / "__init__.py").write_text("raise ImportError('decoy quantsweep imported')\n")
+    ann = one_image_coco(tmp_path / "data", [50, 20, 100, 50], 7)
+    model = const_detector(tmp_path / "m.onnx", [0.25, 0.2, 0.5, 0.5], label=2)
+    write_config(tmp_path, onnx_config(tmp_path, model, ann))
+    snakemake(tmp_path, env={"PYTHONPATH": str(decoy.parent)})
+    row = pd.read_csv(tmp_path / "results" / "summary.csv").iloc[0]
+    assert row["status"] == "ok", row.to_dict()
+
+
 def test_contract_mismatch_lists_real_input_names(tmp_path: Path):
     ann = one_image_coco(tmp_path / "data", [50, 20, 100, 50], 7)
     model = const_detector(tmp_path / "m.onnx", [0.25, 0.2, 0.5, 0.5], label=2)

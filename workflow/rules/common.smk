@@ -5,7 +5,7 @@ from pathlib import Path
 
 from snakemake.utils import validate
 
-sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # also works without `pip install -e .`
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # this clone's code, installed or not
 
 from quantsweep import config as qcfg  # noqa: E402
 from quantsweep import matrix, paths  # noqa: E402
@@ -21,7 +21,10 @@ qcfg.validate_config(config, source=", ".join(map(str, workflow.configfiles)) or
 validate(config, "../schemas/config.schema.yaml")
 
 
-PY = sys.executable
+# Jobs import quantsweep from this workflow's own src/, whatever clone pip last installed
+# (the Snakefile itself does the same above, through sys.path).
+SRC = str(Path(workflow.basedir) / "src")
+PY = f"PYTHONPATH={shlex.quote(SRC)}${{PYTHONPATH:+:$PYTHONPATH}} {shlex.quote(sys.executable)}"
 SCRIPTS = str(Path(workflow.basedir) / "scripts")
 RESULTS = config["results_dir"]
 RESOURCES = "resources"
