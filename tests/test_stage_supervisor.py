@@ -49,6 +49,20 @@ def test_exception_inside_a_tool_is_data(tmp_path: Path):
     assert "Only support e4m3 or e5m2" in rec["message"]
 
 
+def test_native_abort_reason_is_the_error_line_not_the_trailing_warning(tmp_path: Path):
+    # what paddle2onnx 2.1.0 does on an attribute it cannot convert: an [ERROR] line, a
+    # warning printed afterwards, and exit status 255 with no Python traceback
+    rec = _run(tmp_path, "import os, sys\n"
+                         "sys.stderr.write('\\x1b[0;31m[ERROR] Failed to convert PaddlePaddle model: "
+                         "(Unimplemented) the 0th elementwise MUST be ir::FloatAttribute\\x1b[0m\\n')\n"
+                         "sys.stderr.write('UserWarning: No ccache found.\\n  warnings.warn(msg)\\n')\n"
+                         "sys.stderr.flush()\nos._exit(255)\n")
+    assert rec["status"] == "failed" and rec["reason_class"] == "tool_error"
+    first = rec["message"].splitlines()[0]
+    assert first == ("exit code 255: [ERROR] Failed to convert PaddlePaddle model: (Unimplemented) "
+                     "the 0th elementwise MUST be ir::FloatAttribute")
+
+
 def test_bug_in_quantsweep_fails_the_rule(tmp_path: Path):
     script = sv.SRC_DIR / "quantsweep" / "_test_buggy_stage.py"
     script.write_text("def f():\n    return 1 / 0\nf()\n")
@@ -68,3 +82,21 @@ def test_upstream_failure_skips_with_root_reason(tmp_path: Path):
     assert rec["status"] == "skipped" and rec["reason_class"] == "upstream_failed"
     assert rec["message"] == "upstream export failed: paddle2onnx died by SIGSEGV"
     assert rec["mode"] == "skipped"
+
+
+def test_tool_call_puts_the_real_error_first():
+    from quantsweep.job import ToolFailure, tool_call
+
+    # Paddle's dy2static errors start with "In transformed code:" and end with the error
+    text = ("In transformed code:\n\n    File \"model.py\", line 71, in forward\n"
+            "        hm = F.sigmoid(hm_logits)\n\n"
+            "    TypeError: (InvalidType) sigmoid(): argument (position 1) must be Value")
+    with pytest.raises(ToolFailure) as ei, tool_call("framework_save", "paddle.jit.save"):
+        raise TypeError(text)
+    first, _, rest = ei.value.message.partition("\n")
+    assert first == ("paddle.jit.save: TypeError: TypeError: (InvalidType) sigmoid(): "
+                     "argument (position 1) must be Value")
+    assert "In transformed code:" in rest  # the whole message is kept below
+    with pytest.raises(ToolFailure) as ei, tool_call("export_failed"):
+        raise ValueError("one line")
+    assert ei.value.message == "ValueError: one line"

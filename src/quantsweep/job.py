@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import sys
 import traceback
 from collections.abc import Callable, Iterator
@@ -64,6 +65,27 @@ class Job:
             raise KeyError(f"upstream {upstream!r} has no artifact {name!r}") from None
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_ERROR_WORD = re.compile(r"(?i)(error|fatal|abort|fail|exception|unimplemented)")
+
+
+def strip_ansi(text: str) -> str:
+    return _ANSI.sub("", text)
+
+
+def salient_line(text: str) -> str:
+    """The line of a tool's output that says what went wrong: a traceback's last line, else
+    the last line that speaks of an error (a C++ abort is often followed by unrelated
+    warnings; Paddle puts the real error last, under "In transformed code:")."""
+    lines = [ln.strip() for ln in strip_ansi(text).splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    if "Traceback (most recent call last)" in text:
+        return lines[-1]
+    hits = [ln for ln in lines if _ERROR_WORD.search(ln) and "warn" not in ln.lower()]
+    return hits[-1] if hits else lines[-1]
+
+
 @contextlib.contextmanager
 def tool_call(reason_class: str, what: str = "") -> Iterator[None]:
     """Turn any exception raised inside a tool into a classified ToolFailure."""
@@ -73,7 +95,10 @@ def tool_call(reason_class: str, what: str = "") -> Iterator[None]:
         raise
     except Exception as exc:  # noqa: BLE001 - the tool's own exception is data
         msg = f"{what}: " if what else ""
-        raise ToolFailure(reason_class, f"{msg}{type(exc).__name__}: {exc}") from exc
+        text = strip_ansi(str(exc)).strip()
+        head = salient_line(text) if "\n" in text else text  # the summary shows line 1
+        full = f"\n{text}" if head != text else ""
+        raise ToolFailure(reason_class, f"{msg}{type(exc).__name__}: {head}{full}") from exc
 
 
 def read_job(path: str | Path) -> Job:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from quantsweep import status as st
+from quantsweep.job import salient_line, strip_ansi
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SRC_DIR = REPO_ROOT / "src"
@@ -68,13 +69,14 @@ def classify_exit(returncode: int, stderr: str) -> tuple[str, str]:
         except ValueError:
             name = f"signal {-returncode}"
         return "tool_crash", f"the tool process died by {name}; stderr tail:\n{tail}"
+    tail = strip_ansi(tail)
     last = tail.splitlines()[-1] if tail else ""
     if re.match(r"(ModuleNotFoundError|ImportError)\b", last):
         return "tool_missing", last
     frame = _innermost_frame(stderr)
     if frame and (frame.startswith(str(SRC_DIR)) or frame.startswith(str(SCRIPTS_DIR))):
         raise InternalError(f"quantsweep bug (exit {returncode}):\n{tail}")
-    return "tool_error", f"exit code {returncode}: {last}\n{tail}"
+    return "tool_error", f"exit code {returncode}: {salient_line(tail)}\n{tail}"
 
 
 def _write_declared(out_dir: Path, declared: list[str], rec: dict[str, Any]) -> None:
