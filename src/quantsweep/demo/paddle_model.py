@@ -48,8 +48,12 @@ class Detector(nn.Layer):
             feats[i] = x
         y = self.smooth[0](self.lateral[0](feats[arch.TAPS[0]]))
         for j in range(1, len(arch.TAPS)):
-            y = F.interpolate(y, scale_factor=2.0, mode="nearest")
-            y = self.smooth[j](y + self.lateral[j](feats[arch.TAPS[j]]))
+            lat = self.lateral[j](feats[arch.TAPS[j]])
+            # x2 nearest upsampling by target size, not scale_factor: paddle2onnx 2.1.0 cannot
+            # convert the float scale attribute of a PIR model ("the 0th elementwise MUST be
+            # ir::FloatAttribute"); the result is the same
+            y = F.interpolate(y, size=[int(d) for d in lat.shape[2:]], mode="nearest")
+            y = self.smooth[j](y + lat)
         hm = self.hm_out(F.relu(self.hm_conv(y)))
         reg = F.relu(self.reg_out(F.relu(self.reg_conv(y)))) * arch.REG_SCALE
         return hm, reg
