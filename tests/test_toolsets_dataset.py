@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -76,3 +77,20 @@ def test_bad_annotations_name_file_and_entry(tmp_path: Path, mutate, expected):
     ann.write_text(json.dumps(d))
     with pytest.raises(DatasetError, match=f"{ann}: .*{expected}"):
         validate_coco(ann, tmp_path / "images")
+
+
+def test_pip_settings_follow_pip_precedence(tmp_path: Path):
+    """Files and PIP_* variables are read as pip reads them; a variable beats a file."""
+    import subprocess
+    import sys
+
+    conf = tmp_path / "pip.conf"
+    conf.write_text("[global]\nfind-links = /from/file\nextra-index-url = file:///a file:///b\n"
+                    "index-url = https://index.invalid/simple\n")
+    code = ("from quantsweep.toolsets import read_pip_settings; s = read_pip_settings(); "
+            "print(s.find_links, s.extra_index_urls, s.index_url)")
+    env = {"PATH": os.environ["PATH"], "PIP_CONFIG_FILE": str(conf), "PIP_FIND_LINKS": "/from/env",
+           "HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True).stdout.strip()
+    assert out == "['/from/env'] ['file:///a', 'file:///b'] https://index.invalid/simple"
