@@ -100,3 +100,11 @@ def test_tool_call_puts_the_real_error_first():
     with pytest.raises(ToolFailure) as ei, tool_call("export_failed"):
         raise ValueError("one line")
     assert ei.value.message == "ValueError: one line"
+
+
+def test_stage_runs_with_the_jobs_threads(tmp_path: Path):
+    script = tmp_path / "s.py"
+    script.write_text("import os, sys\nsys.exit('threads=' + os.environ['OMP_NUM_THREADS'])\n")
+    rec = sv.run_stage("evaluate", "c", tmp_path / "out", None, {}, {}, tmp_path / "l.txt", [],
+                       60, python=sys.executable, script=script, threads=3)
+    assert rec["message"].startswith("exit code 1: threads=3")

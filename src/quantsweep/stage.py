@@ -108,7 +108,7 @@ POST_HOOKS: dict[str, PostHook] = {"evaluate": _post_evaluate, "framework_eval":
 def run_stage(stage: str, cell: str, out_dir: Path, toolset_dir: Path | None,
               upstream: dict[str, Path], params: dict[str, Any], log: Path,
               declared: list[str], timeout: float, python: str | None = None,
-              script: Path | None = None) -> dict[str, Any]:
+              script: Path | None = None, threads: int = 1) -> dict[str, Any]:
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     t0 = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -151,7 +151,7 @@ def run_stage(stage: str, cell: str, out_dir: Path, toolset_dir: Path | None,
         env_vars = dict(os.environ)
         env_vars["PYTHONPATH"] = os.pathsep.join(
             [str(SRC_DIR)] + ([env_vars["PYTHONPATH"]] if env_vars.get("PYTHONPATH") else []))
-        env_vars.setdefault("OMP_NUM_THREADS", str(params.get("threads", 1)))
+        env_vars["OMP_NUM_THREADS"] = str(threads)  # what Snakemake scheduled the job with
         script = script or SCRIPTS_DIR / f"{stage}.py"
         with open(log, "w") as logfh:
             logfh.write(f"$ {python} {script} {work / 'job.json'}\n")
@@ -193,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--log", required=True, type=Path)
     ap.add_argument("--declare", action="append", default=[])
     ap.add_argument("--timeout", type=float, default=3600)
+    ap.add_argument("--threads", type=int, default=1, help="the job's Snakemake threads")
     ap.add_argument("--main-env", action="store_true",
                     help="run the script under quantsweep's own interpreter")
     a = ap.parse_args(argv)
@@ -200,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rec = run_stage(a.stage, a.cell, a.out, a.toolset_dir,
                         {k: Path(v) for k, v in upstream.items()}, json.loads(a.params), a.log,
-                        a.declare, a.timeout, python=sys.executable if a.main_env else None)
+                        a.declare, a.timeout, python=sys.executable if a.main_env else None,
+                        threads=a.threads)
     except InternalError as exc:
         print(f"quantsweep internal error in stage {a.stage} of {a.cell}:\n{exc}", file=sys.stderr)
         return 1

@@ -67,7 +67,8 @@ def spec(params):
 
 
 # The shell command of every stage rule: the supervisor, with the rule's `args` and `spec`.
-STAGE_CMD = "{PY} -m quantsweep.stage {params.args} --params {params.spec:q} --log {log:q}"
+STAGE_CMD = ("{PY} -m quantsweep.stage {params.args} --params {params.spec:q} "
+             "--threads {threads} --log {log:q}")
 # Rules that run a script in quantsweep's own env: the log, and on failure its text on stderr.
 LOGGED = " > {log} 2>&1 || (cat {log} >&2; exit 1)"
 

@@ -14,7 +14,7 @@ rule train_demo:
             "train", "demo/train", output, {"toolset": input.toolset}),
         spec=spec({"demo": {k: v for k, v in config["demo"].items() if k != "preprocess"},
                    "preprocess": config["demo"]["preprocess"], "dataset": dataset_params()}),
-    threads: workflow.cores
+    threads: config["demo"]["threads"]
     log:
         "logs/train/demo.log",
     shell:
@@ -56,6 +56,7 @@ rule framework_eval:
             {"toolset": input.toolset, "framework": input.framework}, declare=["metrics.json"]),
         spec=lambda w: spec(eval_params(w, "torch" if config["models"][w.model]["source"] == "demo-torch"
                                         else "paddle_inference")),
+    threads: config["evaluate"]["threads"]
     log:
         "logs/framework_eval/{model}/{toolset}.log",
     shell:

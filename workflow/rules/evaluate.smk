@@ -17,6 +17,7 @@ rule evaluate:
             "evaluate", paths.cell_id(**dict(w.items())), output,
             {"toolset": input.toolset, "build": input.build}, declare=["metrics.json"]),
         spec=lambda w: spec(eval_params(w, w.backend)),
+    threads: config["evaluate"]["threads"]
     log:
         "logs/evaluate/" + paths.CELL + ".log",
     shell:
