@@ -31,15 +31,8 @@ def cell_row(results: Path, cell: dict[str, Any]) -> dict[str, Any]:
         row.update(status="excluded", stage="", reason_class="excluded", reason=cell["reason"],
                    mode="skipped")
         return row
-    stages: dict[str, dict[str, Any] | None] = {}
-    for stage in CHAIN:
-        if stage == "toolset":
-            p = paths.fill(results, "toolset", "status.json", toolset=cell["toolset"])
-        elif stage == "framework":
-            p = paths.fill(results, "framework", "status.json", **axes)
-        else:
-            p = paths.fill(results, stage, "status.json", **axes)
-        stages[stage] = _read(p)
+    # each stage's path template takes the axes it depends on and ignores the rest
+    stages = {s: _read(paths.fill(results, s, "status.json", **axes)) for s in CHAIN}
     root = None
     for stage in CHAIN:
         rec = stages[stage]
