@@ -10,6 +10,6 @@ rule build:
             {"toolset": input.toolset, "quantize": input.quantize}),
         spec=lambda w: spec({"backend": w.backend, "precision": w.precision}),
     log:
-        "logs/build/" + paths.CELL + ".log",
+        f"logs/build/{paths.CELL}.log",
     shell:
         STAGE_CMD

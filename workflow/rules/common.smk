@@ -69,8 +69,6 @@ def spec(params):
 # The shell command of every stage rule: the supervisor, with the rule's `args` and `spec`.
 STAGE_CMD = ("{PY} -m quantsweep.stage {params.args} --params {params.spec:q} "
              "--threads {threads} --log {log:q}")
-# Rules that run a script in quantsweep's own env: the log, and on failure its text on stderr.
-LOGGED = " > {log} 2>&1 || (cat {log} >&2; exit 1)"
 
 
 def stage_args(stage, cell, output, upstream, main_env=False, declare=()):
@@ -86,3 +84,45 @@ def stage_args(stage, cell, output, upstream, main_env=False, declare=()):
     if main_env:
         args.append("--main-env")
     return " ".join(shlex.quote(a) for a in args)
+
+
+def export_inputs(w):
+    spec = config["models"][w.model]
+    inp = toolset_inputs(w)
+    if spec["source"] == "onnx" and "from" in spec:
+        inp["source_export"] = P("export", "status.json").format(
+            model=spec["from"]["model"], toolset=spec["from"]["toolset"], opset=w.opset)
+    elif spec["source"] == "onnx":
+        inp["model_file"] = spec["path"]
+    else:
+        inp["framework"] = P("framework", "status.json").format(**dict(w.items()))
+    return inp
+
+
+def export_upstream(inp):
+    up = {"toolset": inp.toolset}
+    for key in ("framework", "source_export"):
+        if key in inp.keys():
+            up[key] = getattr(inp, key)
+    return up
+
+
+def export_params(w):
+    spec = model_spec(w.model)
+    # the contract and source only: preprocessing does not change the exported graph
+    keep = {k: spec[k] for k in ("name", "source", "path", "from", "paddle_format", "inputs",
+                                       "outputs")
+            if k in spec}
+    return {"model_spec": keep, "opset": int(w.opset)}
+
+
+def eval_params(w, backend):
+    spec = model_spec(w.model)
+    return {"model_spec": spec, "backend": backend, "evaluate": config["evaluate"],
+            "dataset": dataset_params()}
+
+
+def framework_pairs():
+    """(model, toolset) pairs of demo models: they are also evaluated in their framework."""
+    return sorted({(c.model, c.toolset) for c in PLANNED
+                   if config["models"][c.model]["source"] != "onnx"})

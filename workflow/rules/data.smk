@@ -7,5 +7,5 @@ rule data:
     log:
         "logs/data/{dataset}.log",
     shell:
-        "{PY} {SCRIPTS}/data.py {params.spec:q} $(dirname {output.manifest})"
-        + LOGGED
+        "{PY} {SCRIPTS}/data.py {params.spec:q} $(dirname {output.manifest}) "
+        "> {log} 2>&1 || (cat {log} >&2; exit 1)"

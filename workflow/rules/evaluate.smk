@@ -1,9 +1,3 @@
-def eval_params(w, backend):
-    spec = model_spec(w.model)
-    return {"model_spec": spec, "backend": backend, "evaluate": config["evaluate"],
-            "dataset": dataset_params()}
-
-
 rule evaluate:
     input:
         unpack(toolset_inputs),
@@ -19,6 +13,6 @@ rule evaluate:
         spec=lambda w: spec(eval_params(w, w.backend)),
     threads: config["evaluate"]["threads"]
     log:
-        "logs/evaluate/" + paths.CELL + ".log",
+        f"logs/evaluate/{paths.CELL}.log",
     shell:
         STAGE_CMD

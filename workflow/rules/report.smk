@@ -1,10 +1,3 @@
-def framework_pairs():
-    """(model, toolset) pairs of demo models: they are also evaluated in their framework."""
-    pairs = sorted({(c.model, c.toolset) for c in PLANNED
-                    if config["models"][c.model]["source"] != "onnx"})
-    return pairs
-
-
 rule plan:
     """The expanded matrix, excluded cells included."""
     output:
@@ -12,6 +5,8 @@ rule plan:
     params:
         cells=json.dumps([{**pc.cell.axes(), "cell": pc.cell.id, "status": pc.status,
                            "reason": pc.reason} for pc in CELLS]),
+    log:
+        "logs/plan.log",
     run:
         from quantsweep.status import write_text_atomic
 
@@ -31,5 +26,5 @@ rule summary:
     log:
         "logs/summary.log",
     shell:
-        "{PY} {SCRIPTS}/summary.py --results {RESULTS} --plan {input.plan} --out {output}"
-        + LOGGED
+        "{PY} {SCRIPTS}/summary.py --results $(dirname {output}) --plan {input.plan} --out {output} "
+        "> {log} 2>&1 || (cat {log} >&2; exit 1)"

@@ -12,4 +12,4 @@ rule toolset:
         "logs/toolset/{toolset}.log",
     shell:
         "{PY} {SCRIPTS}/toolset.py {wildcards.toolset} {params.spec:q} "
-        "$(dirname {output.status}) {params.envs}" + LOGGED
+        "$(dirname {output.status}) {params.envs} > {log} 2>&1 || (cat {log} >&2; exit 1)"
