@@ -103,7 +103,7 @@ class Deploy(nn.Module):
 
 
 def state_to_numpy(model: nn.Module) -> dict[str, np.ndarray]:
-    return {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()
+    return {k: v.detach().cpu().contiguous().numpy() for k, v in model.state_dict().items()
             if not k.endswith("num_batches_tracked")}
 
 

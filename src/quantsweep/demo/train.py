@@ -137,7 +137,9 @@ def train(manifest: dict[str, Any], pre: dict[str, Any], demo: dict[str, Any],
         raise ToolFailure("empty_split", "the train split has no images")
     load_s = time.monotonic() - t0
     X, HM, RG, WG = (torch.from_numpy(a) for a in (xs, hms, regs, wgts))
-    model = Detector(nc)
+    # channels-last convolutions are about 20% faster on the CPU; the weights are the same
+    X = X.contiguous(memory_format=torch.channels_last)
+    model = Detector(nc).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=demo["lr"], weight_decay=1e-4)
     steps, bs = demo["steps"], min(demo["batch_size"], len(X))
     warm = max(1, min(100, steps // 10))
