@@ -194,15 +194,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--declare", action="append", default=[])
     ap.add_argument("--timeout", type=float, default=3600)
     ap.add_argument("--threads", type=int, default=1, help="the job's Snakemake threads")
-    ap.add_argument("--main-env", action="store_true",
-                    help="run the script under quantsweep's own interpreter")
     a = ap.parse_args(argv)
     upstream = dict(u.split("=", 1) for u in a.upstream)
     try:
         rec = run_stage(a.stage, a.cell, a.out, a.toolset_dir,
                         {k: Path(v) for k, v in upstream.items()}, json.loads(a.params), a.log,
-                        a.declare, a.timeout, python=sys.executable if a.main_env else None,
-                        threads=a.threads)
+                        a.declare, a.timeout, threads=a.threads)
     except InternalError as exc:
         print(f"quantsweep internal error in stage {a.stage} of {a.cell}:\n{exc}", file=sys.stderr)
         return 1

@@ -71,7 +71,7 @@ STAGE_CMD = ("{PY} -m quantsweep.stage {params.args} --params {params.spec:q} "
              "--threads {threads} --log {log:q}")
 
 
-def stage_args(stage, cell, output, upstream, main_env=False, declare=()):
+def stage_args(stage, cell, output, upstream, declare=()):
     """The command-line arguments of `python -m quantsweep.stage` for one job (paths only)."""
     args = [stage, "--cell", cell, "--out", str(Path(output[0]).parent),
             "--timeout", str(TIMEOUT)]
@@ -81,8 +81,6 @@ def stage_args(stage, cell, output, upstream, main_env=False, declare=()):
         args += ["--upstream", f"{name}={path}"]
     for d in declare:
         args += ["--declare", d]
-    if main_env:
-        args.append("--main-env")
     return " ".join(shlex.quote(a) for a in args)
 
 
