@@ -97,3 +97,14 @@ def test_snakemake_refuses_bad_config_before_any_job(tmp_path: Path):
     out = r.stdout + r.stderr
     assert "matrix[0].backends[0]" in out and "'tensorrt-magic'" in out
     assert not (tmp_path / "results").exists()
+
+
+def test_dataset_with_no_images_or_no_categories_names_the_key():
+    cfg = tiny_config()
+    cfg["dataset"]["synthetic"]["val"] = 0
+    msg = _err(cfg)
+    assert "dataset.synthetic.val" in msg and "value 0" in msg and "minimum 1" in msg
+    cfg = tiny_config()
+    cfg["dataset"]["synthetic"]["categories"] = []
+    msg = _err(cfg)
+    assert "dataset.synthetic.categories" in msg and "minItems 1" in msg

@@ -21,6 +21,12 @@ def _cfg() -> dict:
         "decode": {"layout": "paddle_bbox", "bbox": 0, "bbox_num": 1}}
     cfg["matrix"].append({"models": ["demo-paddle"], "toolsets": ["paddle2.6-p2o1.3"],
                           "opsets": [13]})
+    # a contract that does not match the exported graph (a forum's "input" for "images")
+    bad = json.loads(json.dumps(cfg["models"]["demo-torch"]))
+    bad["inputs"][0]["name"] = "input"
+    cfg["models"]["demo-torch-badcontract"] = bad
+    cfg["matrix"].append({"models": ["demo-torch-badcontract"], "toolsets": ["torch2.13"],
+                          "opsets": [13]})
     return cfg
 
 
@@ -30,7 +36,12 @@ def test_demo_determinism_and_contracts(tmp_path: Path):
         d.mkdir()
         write_config(d, _cfg())
     snakemake(a)
-    rows = pd.read_csv(a / "results" / "summary.csv")
+    rows = pd.read_csv(a / "results" / "summary.csv").set_index("model")
+    bad = rows.loc["demo-torch-badcontract"]
+    assert bad["status"] == "failed" and bad["reason_class"] == "contract_mismatch"
+    assert "config models.demo-torch-badcontract" in bad["reason"]
+    assert "declared input 'input'" in bad["reason"] and "'images'" in bad["reason"]
+    rows = rows.drop(index="demo-torch-badcontract")
     assert (rows["status"] == "ok").all(), rows[["cell", "status", "reason"]].to_string()
     tr = json.loads((a / "resources/demo/train/status.json").read_text())
     # Paddle got the torch weights and reproduces the torch outputs

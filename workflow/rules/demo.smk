@@ -7,6 +7,10 @@ rule train_demo:
         toolset=P("toolset", "status.json").format(toolset=DEMO_TOOLSET or "none"),
         versions=P("toolset", "versions.txt").format(toolset=DEMO_TOOLSET or "none"),
         manifest=MANIFEST,
+        # the training code itself: editing it retrains (Snakemake's code trigger sees only
+        # the rule's shell command)
+        code=[f"{SRC}/quantsweep/{m}.py" for m in ("demo/train", "demo/torch_model", "demo/arch",
+                                                   "evaluate/preprocess")],
     output:
         status=f"{DEMO_DIR}/train/status.json",
     params:

@@ -95,7 +95,8 @@ def finalize_onnx(src: str | Path, dst: Path, opset: int, model_spec: dict[str, 
     if desc["opset"] != opset:
         raise ToolFailure("opset_mismatch", f"{src}: the exporter wrote opset {desc['opset']}, "
                                             f"the cell asked for {opset}")
-    check_contract(desc, model_spec.get("inputs", []), model_spec.get("outputs", []), str(src))
+    where = f"{src} vs config models.{model_spec['name']}" if "name" in model_spec else str(src)
+    check_contract(desc, model_spec.get("inputs", []), model_spec.get("outputs", []), where)
     write_bytes_atomic(dst, model.SerializeToString())
     return desc
 
