@@ -179,8 +179,15 @@ def _cross_check(cfg: dict[str, Any], source: str) -> None:
                                 "model with a framework source")
             if src["toolset"] not in toolsets:
                 problems.append(f"models.{name}.from.toolset: {src['toolset']!r} is not defined")
-        if model["source"] == "onnx" and not model.get("inputs"):
-            problems.append(f"models.{name}.inputs: required when source is 'onnx' (the contract)")
+        if model["source"] == "paddle" and "path" not in model:
+            problems.append(f"models.{name}.path: required when source is 'paddle' (the directory "
+                            "of inference.json or inference.pdmodel + inference.pdiparams)")
+        if model["source"] in ("onnx", "paddle") and not model.get("inputs"):
+            problems.append(f"models.{name}.inputs: required when source is "
+                            f"{model['source']!r} (the contract)")
+        if model["source"] != "onnx" and "from" in model:
+            problems.append(f"models.{name}.from: only for source 'onnx'")
+        problems += _export_option_problems(name, model)
         dec = model["decode"]
         need = ("bbox", "bbox_num") if dec["layout"] == "paddle_bbox" else ("boxes", "scores", "labels")
         for key in need:
@@ -218,6 +225,28 @@ def _cross_check(cfg: dict[str, Any], source: str) -> None:
             problems.append(f"demo.toolset: toolset {demo['toolset']!r} is not defined")
     if problems:
         raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(problems))
+
+
+# export options and the model sources whose exporter has them
+_EXPORT_OPTION_SOURCES = {
+    "method": ("paddle", "demo-paddle"), "enable_optimize": ("paddle", "demo-paddle"),
+    "optimize_tool": ("paddle", "demo-paddle"), "deploy_backend": ("paddle", "demo-paddle"),
+    "save_calibration_file": ("paddle", "demo-paddle"),
+    "exporter": ("demo-torch",), "dynamic_batch": ("demo-torch",),
+}
+
+
+def _export_option_problems(name: str, model: dict[str, Any]) -> list[str]:
+    """An option that differs from its default for a source whose exporter does not have it
+    is a config error: it would be silently ignored."""
+    props = load_schema()["definitions"]["export_options"]["properties"]
+    out = []
+    for key, value in model.get("export", {}).items():
+        sources = _EXPORT_OPTION_SOURCES.get(key)
+        if sources and model["source"] not in sources and value != props[key].get("default"):
+            out.append(f"models.{name}.export.{key}: {value!r} applies to sources "
+                       f"{list(sources)}, not {model['source']!r}")
+    return out
 
 
 DEFAULT_CATEGORIES = [

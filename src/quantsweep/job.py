@@ -73,17 +73,42 @@ def strip_ansi(text: str) -> str:
     return _ANSI.sub("", text)
 
 
+# what Paddle's C++ signal handler prints after any abort: never the reason itself
+_CRASH_BOILERPLATE = re.compile(r"(FatalError: `.*` is detected by the operating system|"
+                                r"^\[(TimeInfo|SignalInfo):|C\+\+ Traceback|Error Message Summary)")
+
+
 def salient_line(text: str) -> str:
     """The line of a tool's output that says what went wrong: a traceback's last line, else
-    the last line that speaks of an error (a C++ abort is often followed by unrelated
-    warnings; Paddle puts the real error last, under "In transformed code:")."""
+    a line tagged ``[ERROR]``, else the last line that speaks of an error (a C++ abort is
+    often followed by unrelated warnings and a signal handler's report; Paddle puts the real
+    error last, under "In transformed code:")."""
     lines = [ln.strip() for ln in strip_ansi(text).splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not _CRASH_BOILERPLATE.search(ln)]
     if not lines:
         return ""
     if "Traceback (most recent call last)" in text:
         return lines[-1]
+    tagged = [ln for ln in lines if ln.startswith("[ERROR]")]
+    if tagged:
+        return tagged[-1]
     hits = [ln for ln in lines if _ERROR_WORD.search(ln) and "warn" not in ln.lower()]
     return hits[-1] if hits else lines[-1]
+
+
+def describe_exit(returncode: int, output: str, what: str = "the tool process") -> tuple[str, str]:
+    """(reason_class, message) for a tool process that failed without a Python-level result:
+    a signal is ``tool_crash``; the message leads with the line that names the error."""
+    import signal
+
+    tail = strip_ansi(output.strip()[-3000:])
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return "tool_crash", f"{what} died by {name}: {salient_line(tail)}\n{tail}"
+    return "tool_error", f"exit code {returncode}: {salient_line(tail)}\n{tail}"
 
 
 @contextlib.contextmanager

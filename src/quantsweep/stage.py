@@ -16,7 +16,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from quantsweep import status as st
-from quantsweep.job import salient_line, strip_ansi
+from quantsweep.job import describe_exit, strip_ansi
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SRC_DIR = REPO_ROOT / "src"
@@ -62,21 +61,16 @@ def _innermost_frame(stderr: str) -> str | None:
 
 def classify_exit(returncode: int, stderr: str) -> tuple[str, str]:
     """(reason_class, message) for a stage script that ended without a result."""
-    tail = stderr.strip()[-3000:]
     if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return "tool_crash", f"the tool process died by {name}; stderr tail:\n{tail}"
-    tail = strip_ansi(tail)
+        return describe_exit(returncode, stderr)
+    tail = strip_ansi(stderr.strip()[-3000:])
     last = tail.splitlines()[-1] if tail else ""
     if re.match(r"(ModuleNotFoundError|ImportError)\b", last):
         return "tool_missing", last
     frame = _innermost_frame(stderr)
     if frame and (frame.startswith(str(SRC_DIR)) or frame.startswith(str(SCRIPTS_DIR))):
         raise InternalError(f"quantsweep bug (exit {returncode}):\n{tail}")
-    return "tool_error", f"exit code {returncode}: {salient_line(tail)}\n{tail}"
+    return describe_exit(returncode, stderr)
 
 
 def _write_declared(out_dir: Path, declared: list[str], rec: dict[str, Any]) -> None:

@@ -28,6 +28,7 @@ PY = f"PYTHONPATH={shlex.quote(SRC)}${{PYTHONPATH:+:$PYTHONPATH}} {shlex.quote(s
 SCRIPTS = str(Path(workflow.basedir) / "scripts")
 RESULTS = config["results_dir"]
 RESOURCES = "resources"
+DEMO_DIR = f"{RESOURCES}/demo"
 DATASET = config["dataset"]["name"]
 MANIFEST = f"{RESOURCES}/datasets/{DATASET}/manifest.json"
 CELLS = matrix.expand(config)
@@ -87,6 +88,7 @@ def stage_args(stage, cell, output, upstream, declare=()):
 def export_inputs(w):
     spec = config["models"][w.model]
     inp = toolset_inputs(w)
+    inp["manifest"] = MANIFEST  # parity runs on calib images
     if spec["source"] == "onnx" and "from" in spec:
         inp["source_export"] = P("export", "status.json").format(
             model=spec["from"]["model"], toolset=spec["from"]["toolset"], opset=w.opset)
@@ -107,11 +109,26 @@ def export_upstream(inp):
 
 def export_params(w):
     spec = model_spec(w.model)
-    # the contract and source only: preprocessing does not change the exported graph
+    # the contract, the source, the exporter options and the preprocessing (parity feeds
+    # calib images through it); not the decoding, which does not change the exported graph
     keep = {k: spec[k] for k in ("name", "source", "path", "from", "paddle_format", "inputs",
-                                       "outputs")
-            if k in spec}
-    return {"model_spec": keep, "opset": int(w.opset)}
+                                 "outputs", "preprocess", "export") if k in spec}
+    parity = {**config["export"]["parity"], **spec["export"].get("parity", {})}
+    return {"model_spec": keep, "opset": int(w.opset), "parity": parity,
+            "dataset": dataset_params()}
+
+
+def framework_inputs(w):
+    """A demo model is built from the trained weights; a user's Paddle model is a directory."""
+    inp = toolset_inputs(w)
+    spec = config["models"][w.model]
+    if spec["source"] == "paddle":
+        # its files (a changed file reruns the cells); the directory itself when missing
+        d = Path(spec["path"])
+        inp["model_files"] = sorted(map(str, d.iterdir())) if d.is_dir() else [spec["path"]]
+    else:
+        inp["train"] = f"{DEMO_DIR}/train/status.json"
+    return inp
 
 
 def eval_params(w, backend):

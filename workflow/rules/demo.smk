@@ -1,6 +1,3 @@
-DEMO_DIR = f"{RESOURCES}/demo"
-
-
 rule train_demo:
     """Train the demo detector once (fixed steps, fixed seed) in the demo toolset."""
     input:
@@ -26,18 +23,18 @@ rule train_demo:
 
 
 rule framework:
-    """The demo detector in the cell's framework (Paddle inference model, or torch)."""
+    """The model in the cell's framework: the demo detector rebuilt from its weights (Paddle
+    inference model, or torch), or a user's Paddle model directory checked in place."""
     input:
-        unpack(toolset_inputs),
-        train=f"{DEMO_DIR}/train/status.json",
+        unpack(framework_inputs),
     output:
         status=P("framework", "status.json"),
     params:
         args=lambda w, input, output: stage_args(
             "framework", f"{w.model}/{w.toolset}/framework", output,
-            {"toolset": input.toolset, "train": input.train}),
+            {k: input[k] for k in ("toolset", "train") if k in input.keys()}),
         spec=lambda w: spec({"model_spec": {k: v for k, v in model_spec(w.model).items()
-                                            if k in ("name", "source", "paddle_format")},
+                                            if k in ("name", "source", "paddle_format", "path")},
                              "parity_tol": 1e-4}),
     log:
         "logs/framework/{model}/{toolset}.log",

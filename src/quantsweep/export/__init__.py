@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -101,18 +103,51 @@ def finalize_onnx(src: str | Path, dst: Path, opset: int, model_spec: dict[str, 
     return desc
 
 
+def _reference(job: Job, spec: dict[str, Any], src: Path | None, threads: int) -> Any:
+    """What the exported graph must reproduce: the framework model, or the source ONNX."""
+    from quantsweep.evaluate.loop import make_runner
+
+    if spec["source"] == "onnx":
+        backend, model = "onnxruntime", str(src)
+    else:
+        backend = "torch" if spec["source"] == "demo-torch" else "paddle_inference"
+        model = str(job.artifact("framework", "model"))
+    with tool_call("runner_create", f"{backend} could not load the reference {model}"):
+        return make_runner(backend, model, {"threads": threads})
+
+
+def check_parity(job: Job, spec: dict[str, Any], onnx_path: Path, src: Path | None) -> dict[str, Any]:
+    """Parity of the export, written to ``parity.json``; over tolerance -> ``export_parity``."""
+    from quantsweep.evaluate.loop import make_runner
+    from quantsweep.export.parity import compare
+    from quantsweep.status import write_json_atomic
+
+    threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
+    manifest = json.loads(Path(job.params["dataset"]["manifest"]).read_text())
+    reference = _reference(job, spec, src, threads)
+    with tool_call("runner_create", f"ONNX Runtime could not load the exported {onnx_path}"):
+        candidate = make_runner("onnxruntime", str(onnx_path), {"threads": threads})
+    t0 = time.monotonic()
+    rec = compare(reference, candidate, spec, manifest, job.params["parity"])
+    rec["parity_s"] = round(time.monotonic() - t0, 3)
+    write_json_atomic(job.out_dir / "parity.json", rec)
+    return rec
+
+
 def run(job: Job) -> Result:
-    """The export stage for every model source."""
+    """The export stage for every model source: export, check, parity."""
     p = job.params
     spec = p["model_spec"]
     opset = int(p["opset"])
     dst = job.out_dir / "model.onnx"
+    (job.out_dir / "parity.json").unlink(missing_ok=True)
     t0 = time.monotonic()
     extra: dict[str, Any] = {}
+    src: Path | None = None
     if spec["source"] == "onnx":
         import onnx
 
-        src = job.artifact("source_export", "model") if "from" in spec else spec["path"]
+        src = job.artifact("source_export", "model") if "from" in spec else Path(spec["path"])
         desc = finalize_onnx(src, dst, opset, spec, convert=True)
         exporter = {"name": "onnx file" if "path" in spec else f"export of {spec['from']}",
                     "version": f"onnx {onnx.__version__}"}
@@ -121,13 +156,31 @@ def run(job: Job) -> Result:
 
         exporter, extra = torch_export.export(job, dst, opset)
         desc = finalize_onnx(dst, dst, opset, spec, convert=False)
-    elif spec["source"] == "demo-paddle":
+    elif spec["source"] in ("demo-paddle", "paddle"):
         from quantsweep.export import paddle_export
 
         exporter, extra = paddle_export.export(job, dst, opset)
         desc = finalize_onnx(dst, dst, opset, spec, convert=False)
     else:  # the schema allows nothing else
         raise ValueError(f"unknown model source {spec['source']!r}")
-    return Result(artifacts={"model": str(dst)},
-                  data={"exporter": exporter, "export_s": round(time.monotonic() - t0, 3),
-                        **desc, **extra})
+    export_s = round(time.monotonic() - t0, 3)
+    parity = check_parity(job, spec, dst, src)
+    data = {"exporter": exporter, "export_s": export_s, **desc, **extra,
+            "parity": {k: parity[k] for k in ("ok", "images", "parity_s", "problems")}
+            | {"worst_cosine": min((o["cosine"] for o in parity["outputs"] if o["cosine"] is not None),
+                                   default=None),
+               "worst_max_abs": max((o["max_abs"] for o in parity["outputs"] if o["max_abs"] is not None),
+                                    default=None)}}
+    artifacts = {"model": str(dst), "parity": str(job.out_dir / "parity.json")}
+    if extra.get("calibration_file"):
+        artifacts["calibration_cache"] = extra["calibration_file"]
+    if not parity["ok"]:
+        return Result(status="failed", reason_class="export_parity", mode="skipped",
+                      message=f"the exported model differs from {_ref_name(spec)} on "
+                              f"{parity['images']} calib images: " + "; ".join(parity["problems"]),
+                      artifacts=artifacts, data=data)
+    return Result(artifacts=artifacts, data=data)
+
+
+def _ref_name(spec: dict[str, Any]) -> str:
+    return "the source ONNX model" if spec["source"] == "onnx" else "the framework model"

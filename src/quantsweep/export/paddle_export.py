@@ -1,34 +1,139 @@
-"""Paddle -> ONNX with paddle2onnx (Python API), in the toolset's paddle2onnx version."""
+"""Paddle -> ONNX with paddle2onnx, in the toolset's paddle2onnx version, through its Python
+API or its command line (the line users paste from forums; recorded in the status)."""
 
 from __future__ import annotations
 
-import json
 import os
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
-from quantsweep.job import Job, ToolFailure, tool_call
+from quantsweep.job import Job, Result, ToolFailure, describe_exit, tool_call
+
+MODEL_FILES = ("inference.json", "inference.pdmodel")  # PIR (Paddle >= 3.0), legacy program
+PARAMS_FILE = "inference.pdiparams"
+CALIBRATION_FILE = "calibration.cache"
+
+
+def locate_model(model_dir: Path) -> tuple[Path, Path]:
+    """The model and params files of a Paddle inference model directory."""
+    if not model_dir.is_dir():
+        raise ToolFailure("invalid_model", f"{model_dir}: not a directory (a Paddle inference "
+                                           f"model is a directory with {' or '.join(MODEL_FILES)} "
+                                           f"and {PARAMS_FILE})")
+    found = [model_dir / f for f in MODEL_FILES if (model_dir / f).exists()]
+    if not found:
+        raise ToolFailure("invalid_model", f"{model_dir}: no model file ({' or '.join(MODEL_FILES)});"
+                                           f" the directory has {sorted(p.name for p in model_dir.iterdir())}")
+    params = model_dir / PARAMS_FILE
+    if not params.exists():
+        raise ToolFailure("invalid_model", f"{model_dir}: the Paddle model has no params file "
+                                           f"({PARAMS_FILE}) next to {found[0].name}")
+    return found[0], params
+
+
+def check_format(model_file: Path, paddle_version: str) -> None:
+    """A PIR model (.json) needs Paddle >= 3.0: say so instead of letting Paddle misread it."""
+    major = int(paddle_version.split(".")[0])
+    if model_file.suffix == ".json" and major < 3:
+        raise ToolFailure("unsupported_format",
+                          f"{model_file}: a PIR model (inference.json) needs Paddle >= 3.0 and "
+                          f"paddle2onnx >= 2.0; this toolset has paddle {paddle_version}. Use a "
+                          f"Paddle 3.x toolset, or save the model with FLAGS_enable_pir_api=0 "
+                          f"(inference.pdmodel)")
+
+
+def set_pir_flag(model_file: Path) -> None:
+    # must be set before paddle is imported; Paddle 3.x reads .json only with PIR on
+    os.environ["FLAGS_enable_pir_api"] = "1" if model_file.suffix == ".json" else "0"
+
+
+def adopt(job: Job) -> Result:
+    """The framework stage of a user's Paddle model: locate and check it (no copy)."""
+    model_dir = Path(job.params["model_spec"]["path"])
+    model_file, _ = locate_model(model_dir)
+    set_pir_flag(model_file)
+    with tool_call("tool_missing", "importing paddle"):
+        import paddle
+    check_format(model_file, paddle.__version__)
+    return Result(backend="paddle_inference", artifacts={"model": str(model_dir)},
+                  data={"framework": "paddle", "version": paddle.__version__,
+                        "format": "pir" if model_file.suffix == ".json" else "legacy",
+                        "model_file": model_file.name})
+
+
+def _bool(v: bool) -> str:
+    return "True" if v else "False"
+
+
+def cli_command(model_file: Path, params_file: Path, save_file: Path, opset: int,
+                opts: dict[str, Any], major: int, calib: Path | None) -> list[str]:
+    """The paddle2onnx command line for these options, as its --help spells them. Options the
+    version lacks are passed anyway when set (the tool's own error is the row's reason)."""
+    exe = str(Path(sys.executable).with_name("paddle2onnx"))
+    cmd = [exe, "--model_dir", str(model_file.parent), "--model_filename", model_file.name,
+           "--params_filename", params_file.name, "--save_file", str(save_file),
+           "--opset_version", str(opset), "--enable_auto_update_opset", "False",
+           "--enable_onnx_checker", _bool(opts["enable_onnx_checker"])]
+    if major < 2 or opts["deploy_backend"] != "onnxruntime":
+        cmd += ["--deploy_backend", opts["deploy_backend"]]
+    if calib is not None:
+        cmd += ["--save_calibration_file", str(calib)]
+    if opts.get("optimize_tool") is not None:
+        cmd += ["--optimize_tool", str(opts["optimize_tool"])]
+    return cmd
+
+
+def _api_kwargs(opts: dict[str, Any], calib: Path | None) -> dict[str, Any]:
+    kw: dict[str, Any] = {"auto_upgrade_opset": False,
+                          "enable_onnx_checker": opts["enable_onnx_checker"],
+                          "enable_optimize": opts["enable_optimize"],
+                          "deploy_backend": opts["deploy_backend"]}
+    if calib is not None:
+        kw["calibration_file"] = str(calib)
+    if opts.get("optimize_tool") is not None:
+        kw["optimize_tool"] = opts["optimize_tool"]  # 2.x only: 1.x raises its own TypeError
+    return kw
 
 
 def export(job: Job, dst: Path, opset: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    opts = job.params["model_spec"]["export"]
     model_dir = job.artifact("framework", "model")
-    fw = job.inputs["framework"]["data"]
-    model_file = model_dir / fw["model_file"]
-    params_file = model_dir / "inference.pdiparams"
-    if not params_file.exists():
-        raise ToolFailure("invalid_model", f"{model_dir}: the Paddle model has no params file "
-                                           f"(inference.pdiparams)")
-    os.environ["FLAGS_enable_pir_api"] = "1" if model_file.suffix == ".json" else "0"
+    model_file, params_file = locate_model(model_dir)
+    set_pir_flag(model_file)
     with tool_call("tool_missing", "importing paddle2onnx"):
+        import paddle
         import paddle2onnx
+    check_format(model_file, paddle.__version__)
+    major = int(paddle2onnx.__version__.split(".")[0])
     tmp = dst.with_name(".export-" + dst.name)
-    with tool_call("export_failed", f"paddle2onnx {paddle2onnx.__version__} at opset {opset}"):
-        paddle2onnx.export(str(model_file), str(params_file), save_file=str(tmp),
-                           opset_version=opset, auto_upgrade_opset=False,
-                           enable_onnx_checker=True, deploy_backend="onnxruntime")
+    tmp.unlink(missing_ok=True)
+    calib = dst.with_name(CALIBRATION_FILE) if opts["save_calibration_file"] else None
+    if calib is not None:
+        calib.unlink(missing_ok=True)
+    what = f"paddle2onnx {paddle2onnx.__version__} at opset {opset}"
+    record: dict[str, Any] = {"method": opts["method"]}
+    if opts["method"] == "cli":
+        cmd = cli_command(model_file, params_file, tmp, opset, opts, major, calib)
+        record["command"] = shlex.join(cmd)
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        sys.stderr.write(proc.stdout + proc.stderr)  # into the stage log
+        if proc.returncode != 0:
+            reason, msg = describe_exit(proc.returncode, proc.stdout + proc.stderr,
+                                        f"the paddle2onnx command line ({what})")
+            raise ToolFailure(reason, msg)
+    else:
+        kw = _api_kwargs(opts, calib)
+        record["call"] = f"paddle2onnx.export({model_file.name}, {params_file.name}, " \
+                         f"opset_version={opset}, " + ", ".join(f"{k}={v!r}" for k, v in kw.items()) + ")"
+        with tool_call("export_failed", what):
+            paddle2onnx.export(str(model_file), str(params_file), save_file=str(tmp),
+                               opset_version=opset, **kw)
     if not tmp.exists():
-        raise ToolFailure("export_failed", f"paddle2onnx {paddle2onnx.__version__} wrote no model "
-                                           f"at opset {opset}")
+        raise ToolFailure("export_failed", f"{what} wrote no model (and reported no error)")
     tmp.replace(dst)
-    meta = json.loads((model_dir / "meta.json").read_text())
-    return {"name": "paddle2onnx", "version": paddle2onnx.__version__}, {"input_size": meta["input_size"]}
+    if calib is not None:
+        record["calibration_file"] = str(calib) if calib.exists() else None
+    return {"name": "paddle2onnx", "version": paddle2onnx.__version__}, record

@@ -1,4 +1,5 @@
-"""PyTorch -> ONNX with torch.onnx.export (TorchScript-based exporter)."""
+"""PyTorch -> ONNX with torch.onnx.export: the TorchScript-based exporter (dynamo=False) or
+the dynamo-based one (dynamo=True, through torch.export and onnxscript)."""
 
 from __future__ import annotations
 
@@ -22,15 +23,19 @@ def export(job: Job, dst: Path, opset: int) -> tuple[dict[str, Any], dict[str, A
     images = torch.zeros(1, 3, s, s)
     sizes = torch.from_numpy(np.array([[640, 480]], np.int32))
     tmp = dst.with_name(".export-" + dst.name)
-    dynamo = bool(job.params.get("dynamo", False))
-    with tool_call("export_failed", f"torch.onnx.export at opset {opset}"):
-        torch.onnx.export(dep, (images, sizes), str(tmp), opset_version=opset,
-                          input_names=["images", "orig_target_sizes"],
-                          output_names=["labels", "boxes", "scores"],
-                          dynamic_axes={"images": {0: "N"}, "orig_target_sizes": {0: "N"},
-                                        "labels": {0: "N"}, "boxes": {0: "N"},
-                                        "scores": {0: "N"}},
-                          dynamo=dynamo)
+    opts = job.params["model_spec"]["export"]
+    dynamo = opts["exporter"] == "dynamo"
+    names = {"input_names": ["images", "orig_target_sizes"],
+             "output_names": ["labels", "boxes", "scores"]}
+    kw: dict[str, Any] = {"opset_version": opset, "dynamo": dynamo, **names}
+    if opts["dynamic_batch"]:
+        if dynamo:  # the dynamo exporter takes torch.export's dynamic shapes
+            batch = torch.export.Dim("N", min=1, max=64)
+            kw["dynamic_shapes"] = ({0: batch}, {0: batch})
+        else:
+            kw["dynamic_axes"] = {n: {0: "N"} for n in names["input_names"] + names["output_names"]}
+    with tool_call("export_failed", f"torch.onnx.export ({opts['exporter']}) at opset {opset}"):
+        torch.onnx.export(dep, (images, sizes), str(tmp), **kw)
     tmp.replace(dst)
-    return {"name": "torch.onnx.export" + (" (dynamo)" if dynamo else ""),
-            "version": torch.__version__}, {}
+    return ({"name": f"torch.onnx.export ({opts['exporter']})", "version": torch.__version__},
+            {"exporter": opts["exporter"], "dynamic_batch": opts["dynamic_batch"]})
