@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from quantsweep.job import describe_exit, salient_line
 from quantsweep import stage as sv
 from quantsweep.status import make_status, write_status
 
@@ -108,3 +109,21 @@ def test_stage_runs_with_the_jobs_threads(tmp_path: Path):
     rec = sv.run_stage("evaluate", "c", tmp_path / "out", None, {}, {}, tmp_path / "l.txt", [],
                        60, python=sys.executable, script=script, threads=3)
     assert rec["message"].startswith("exit code 1: threads=3")
+
+
+def test_salient_line_skips_paddles_signal_report():
+    # paddle2onnx 1.3.1 at an opset it cannot write: the reason on stdout, then Paddle's
+    # C++ signal handler report (which contains "Traceback (most recent call last)")
+    text = ("[Paddle2ONNX] Use opset_version = 20 for ONNX export.\n"
+            "\x1b[1;31m[ERROR] [Paddle2ONNX] Only support opset_version in range of [7, 19].\x1b[0m\n\n"
+            "--------------------------------------\nC++ Traceback (most recent call last):\n"
+            "--------------------------------------\n0   paddle2onnx::Export(char const*)\n\n"
+            "----------------------\nError Message Summary:\n----------------------\n"
+            "FatalError: `Process abort signal` is detected by the operating system.\n"
+            "  [TimeInfo: *** Aborted at 1795439017 (unix time) try \"date -d @1795439017\" ***]\n"
+            "  [SignalInfo: *** SIGABRT (@0x7a8) received by PID 1960 ***]\n")
+    assert salient_line(text) == "[ERROR] [Paddle2ONNX] Only support opset_version in range of [7, 19]."
+    reason, msg = describe_exit(-6, text, "paddle2onnx")
+    assert reason == "tool_crash"
+    assert msg.splitlines()[0] == ("paddle2onnx died by SIGABRT: [ERROR] [Paddle2ONNX] Only support "
+                                   "opset_version in range of [7, 19].")

@@ -75,7 +75,9 @@ def strip_ansi(text: str) -> str:
 
 # what Paddle's C++ signal handler prints after any abort: never the reason itself
 _CRASH_BOILERPLATE = re.compile(r"(FatalError: `.*` is detected by the operating system|"
-                                r"^\[(TimeInfo|SignalInfo):|C\+\+ Traceback|Error Message Summary)")
+                                r"^\[(TimeInfo|SignalInfo):|C\+\+ Traceback|Error Message Summary|"
+                                r"^-+$)")
+_PY_TRACEBACK = re.compile(r"^Traceback \(most recent call last\):", re.M)
 
 
 def salient_line(text: str) -> str:
@@ -87,7 +89,7 @@ def salient_line(text: str) -> str:
     lines = [ln for ln in lines if not _CRASH_BOILERPLATE.search(ln)]
     if not lines:
         return ""
-    if "Traceback (most recent call last)" in text:
+    if _PY_TRACEBACK.search(strip_ansi(text)):
         return lines[-1]
     tagged = [ln for ln in lines if ln.startswith("[ERROR]")]
     if tagged:

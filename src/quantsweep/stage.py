@@ -150,15 +150,18 @@ def run_stage(stage: str, cell: str, out_dir: Path, toolset_dir: Path | None,
         with open(log, "w") as logfh:
             logfh.write(f"$ {python} {script} {work / 'job.json'}\n")
             logfh.flush()
+            # stdout and stderr together, in order: native tools (paddle2onnx's C++) print
+            # their reason on stdout and abort with the signal report on stderr
             try:
                 proc = subprocess.run([python, str(script), str(work / "job.json")],
-                                      stdout=logfh, stderr=subprocess.PIPE, text=True,
-                                      env=env_vars, timeout=timeout, check=False)
-                stderr = proc.stderr
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True, errors="replace", env=env_vars,
+                                      timeout=timeout, check=False)
+                stderr = proc.stdout
                 returncode = proc.returncode
             except subprocess.TimeoutExpired as exc:
-                err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
-                logfh.write(err)
+                out = exc.output.decode(errors="replace") if isinstance(exc.output, bytes) else (exc.output or "")
+                logfh.write(out)
                 return finish("failed", "timeout", f"stage exceeded {timeout:.0f} s")
             logfh.write(stderr)
         result_path = work / "result.json"

@@ -131,8 +131,19 @@ def framework_inputs(w):
     return inp
 
 
-def eval_params(w, backend):
+def quantize_params(w):
+    if w.quantizer == "none":  # a pass-through: no option changes it
+        return {"quantizer": "none"}
     spec = model_spec(w.model)
+    q = config["quantize"]
+    return {"quantizer": w.quantizer, "calib_images": q["calib_images"],
+            "options": q.get(w.quantizer, {}), "dataset": dataset_params(),
+            "model_spec": {k: spec[k] for k in ("name", "inputs", "preprocess")}}
+
+
+def eval_params(w, backend):
+    # how the model was exported is not an evaluation parameter (its output is an input)
+    spec = {k: v for k, v in model_spec(w.model).items() if k != "export"}
     return {"model_spec": spec, "backend": backend, "evaluate": config["evaluate"],
             "dataset": dataset_params()}
 

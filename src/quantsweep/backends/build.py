@@ -12,8 +12,14 @@ def run(job: Job) -> Result:
     p = job.params
     backend, precision = p["backend"], p["precision"]
     model = job.artifact("quantize", "model")
+    int8_model = bool(job.inputs["quantize"]["data"].get("int8"))
     t0 = time.monotonic()
     if backend == "onnxruntime":
+        if (precision == "int8") != int8_model:
+            raise Skip("precision_mismatch",
+                       f"onnxruntime runs the graph it is given: precision {precision} needs "
+                       + ("a quantized (QDQ) model; quantizer none gives a float graph"
+                          if precision == "int8" else "a float model; this one is quantized"))
         from quantsweep.backends import onnxruntime as ortb
 
         ok, why = ortb.available()

@@ -38,4 +38,4 @@ def export(job: Job, dst: Path, opset: int) -> tuple[dict[str, Any], dict[str, A
         torch.onnx.export(dep, (images, sizes), str(tmp), **kw)
     tmp.replace(dst)
     return ({"name": f"torch.onnx.export ({opts['exporter']})", "version": torch.__version__},
-            {"exporter": opts["exporter"], "dynamic_batch": opts["dynamic_batch"]})
+            {"dynamic_batch": opts["dynamic_batch"]})

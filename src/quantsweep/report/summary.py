@@ -56,10 +56,14 @@ def cell_row(results: Path, cell: dict[str, Any]) -> dict[str, Any]:
     tv = (stages["toolset"] or {}).get("tool_versions", {})
     row["tool_versions"] = "; ".join(f"{k}={tv[k]}" for k in KEY_PACKAGES if k in tv)
     exp = stages["export"]
-    if exp and exp["status"] == "ok":
+    if exp and exp["status"] in ("ok", "failed") and "exporter" in exp.get("data", {}):
         row["opset_written"] = exp["data"].get("opset")
         row["exporter"] = f"{exp['data']['exporter']['name']} {exp['data']['exporter']['version']}"
         row["export_s"] = exp["data"].get("export_s")
+        par = exp["data"].get("parity") or {}
+        row["parity_ok"] = par.get("ok")
+        row["parity_cosine"] = par.get("worst_cosine")
+        row["parity_max_abs"] = par.get("worst_max_abs")
     metrics_path = paths.fill(results, "evaluate", "metrics.json", **axes)
     if ev and ev["status"] == "ok" and metrics_path.exists():
         m = json.loads(metrics_path.read_text())
@@ -89,7 +93,8 @@ def build_summary(results: str | Path, plan: list[dict[str, Any]]) -> Any:
     cols = ["cell", "model", "toolset", "opset", "quantizer", "precision", "backend", "status",
             "stage", "reason_class", "reason", "mode", "device", *METRICS, "framework_AP",
             "AP_delta_vs_framework", "latency_ms", "images_per_s", "model_bytes",
-            "opset_written", "exporter", "export_s", "input_conversions", "tool_versions",
+            "opset_written", "exporter", "export_s", "parity_ok", "parity_cosine", "parity_max_abs",
+            "input_conversions", "tool_versions",
             *[f"{s}_status" for s in CHAIN]]
     df = pd.DataFrame(rows)
     for c in cols:

@@ -1,0 +1,69 @@
+"""``ort-qdq``: ONNX Runtime's static quantization (``quantize_static``, QDQ format), fed the
+calib split through the model's own preprocessing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quantsweep.job import Job, ToolFailure, tool_call
+
+
+def calib_feeds(onnx_path: Path, spec: dict[str, Any], manifest: dict[str, Any],
+                n: int) -> list[dict[str, np.ndarray]]:
+    """The model's inputs for ``n`` calib images, cast to the dtypes the graph declares."""
+    import onnx
+
+    from quantsweep.backends import Binding, FeedAdapter
+    from quantsweep.evaluate.loop import iter_preprocessed, val_images
+    from quantsweep.evaluate.preprocess import build_feeds
+    from quantsweep.export import describe
+
+    split = manifest["splits"]["calib"]
+    images = val_images(manifest, "calib", None)
+    if not images:
+        raise ToolFailure("calib_empty", f"{split['annotations']}: the calib split has no images")
+    if n > len(images):
+        raise ToolFailure("calib_too_small",
+                          f"quantize.calib_images is {n} but the calib split "
+                          f"({split['annotations']}) has {len(images)} images; lower "
+                          f"quantize.calib_images or give a larger calib split")
+    desc = describe(onnx.load(str(onnx_path), load_external_data=False))
+    adapt = FeedAdapter([Binding(i["name"], i["dtype"], i["shape"]) for i in desc["inputs"]])
+    return [adapt(build_feeds([x], [meta], spec["inputs"]))
+            for _, x, meta in iter_preprocessed(images[:n], spec["preprocess"])]
+
+
+def quantize(job: Job, src: Path, dst: Path) -> dict[str, Any]:
+    with tool_call("tool_missing", "importing onnxruntime.quantization"):
+        import onnxruntime
+        from onnxruntime import quantization as oq
+    opts = job.params["options"]
+    manifest = json.loads(Path(job.params["dataset"]["manifest"]).read_text())
+    feeds = calib_feeds(src, job.params["model_spec"], manifest, int(job.params["calib_images"]))
+
+    class Reader(oq.CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self._it = iter(feeds)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._it, None)
+
+    reader = Reader()
+    method = getattr(oq.CalibrationMethod, opts["calibrate_method"])
+    tmp = dst.with_name(".quant-" + dst.name)
+    extra = {"ActivationSymmetric": opts["symmetric_activations"], "WeightSymmetric": True}
+    with tool_call("quantize_failed", f"onnxruntime {onnxruntime.__version__} quantize_static "
+                                      f"({opts['calibrate_method']})"):
+        oq.quantize_static(str(src), str(tmp), reader, quant_format=oq.QuantFormat.QDQ,
+                           per_channel=opts["per_channel"],
+                           activation_type=getattr(oq.QuantType, opts["activation_type"]),
+                           weight_type=getattr(oq.QuantType, opts["weight_type"]),
+                           calibrate_method=method, op_types_to_quantize=opts["op_types"],
+                           extra_options=extra)
+    tmp.replace(dst)
+    return {"tool": f"onnxruntime.quantization {onnxruntime.__version__}",
+            "calib_images": len(feeds), **opts}
