@@ -158,9 +158,10 @@ def test_user_paddle_model_directories(sweep: Path):
 
 def test_parity_over_tolerance_fails_the_export(tmp_path: Path):
     """Runs in the main environment with ONNX Runtime: two real models that differ."""
+    from helpers_onnx import one_image_coco
+
     from quantsweep.backends.onnxruntime import runner
     from quantsweep.export.parity import compare
-    from helpers_onnx import one_image_coco
 
     ann = one_image_coco(tmp_path / "data", [50, 20, 100, 50], 7)
     manifest = {"splits": {"calib": {"annotations": str(ann), "images": str(ann.parent / "images")}}}

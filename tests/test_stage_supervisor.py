@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from quantsweep.job import describe_exit, salient_line
 from quantsweep import stage as sv
+from quantsweep.job import describe_exit, salient_line
 from quantsweep.status import make_status, write_status
 
 

@@ -8,7 +8,8 @@ rule build:
         args=lambda w, input, output: stage_args(
             "build", paths.cell_id(**dict(w.items())), output,
             {"toolset": input.toolset, "quantize": input.quantize}),
-        spec=lambda w: spec({"backend": w.backend, "precision": w.precision}),
+        spec=lambda w: spec({"backend": w.backend, "precision": w.precision,
+                             **({"simulate": config["simulate"]} if w.backend == "tensorrt_sim" else {})}),
     log:
         f"logs/build/{paths.CELL}.log",
     shell:

@@ -137,6 +137,7 @@ def quantize_params(w):
     spec = model_spec(w.model)
     q = config["quantize"]
     return {"quantizer": w.quantizer, "calib_images": q["calib_images"],
+            "cache_tensorrt_version": q["cache_tensorrt_version"],
             "options": q.get(w.quantizer, {}), "dataset": dataset_params(),
             "model_spec": {k: spec[k] for k in ("name", "inputs", "preprocess")}}
 

@@ -32,6 +32,8 @@ def run(job: Job) -> Result:
             info = ortb.build(model, precision, None, job.out_dir, p.get("backend_options", {}))
         return Result(backend="onnxruntime", artifacts={"model": str(model)},
                       data={**info, "build_s": round(time.monotonic() - t0, 3)})
+    if backend == "tensorrt_sim":
+        return simulate_tensorrt(job, precision)
     if backend == "trtexec" and not shutil.which("trtexec"):
         raise Skip("missing_requirement", "trtexec is not on PATH (TensorRT is not installed)")
     if backend in ("tensorrt_api", "trtexec"):
@@ -41,3 +43,44 @@ def run(job: Job) -> Result:
             raise Skip("missing_requirement",
                        "TensorRT is not importable in this toolset (no GPU build here)") from None
     raise Skip("not_implemented", f"backend {backend!r} is not implemented in this quantsweep version")
+
+
+def simulate_tensorrt(job: Job, precision: str) -> Result:
+    """TensorRT INT8 estimated on the CPU: the quantizer's calibration cache applied to the
+    float graph as Q/DQ (``quantsweep.calib.qdq``), run later by ONNX Runtime. The row says
+    ``mode: simulated``; a cache the simulated TensorRT would ignore fails the row."""
+    from pathlib import Path
+
+    from quantsweep import calib
+    from quantsweep.calib.inspect import DEFAULT_TRT_VERSIONS
+
+    sim = job.params["simulate"]
+    trt = sim["tensorrt_version"]
+    if precision != "int8":
+        raise Skip("not_simulated", f"only TensorRT INT8 is simulated on the CPU; {precision} "
+                                    f"needs a GPU with TensorRT")
+    q = job.inputs["quantize"]
+    cache_path = q["artifacts"].get("calibration_cache")
+    if not cache_path:
+        raise Skip("no_cache", f"quantizer {q['data'].get('quantizer')!r} leaves no calibration "
+                               f"cache: nothing to simulate TensorRT INT8 with")
+    try:
+        cache = calib.read(cache_path)
+    except calib.CacheError as exc:
+        raise ToolFailure("invalid_cache", str(exc)) from None
+    verdicts = {v: calib.compatibility(cache, v) for v in dict.fromkeys((trt, *DEFAULT_TRT_VERSIONS))}
+    verdict, why = verdicts[trt]
+    if verdict == "ignored":
+        raise ToolFailure("cache_ignored", f"{cache_path}: TensorRT {trt} would not use this "
+                                           f"cache: {why}")
+    from quantsweep.calib.qdq import apply_cache
+
+    dst = job.out_dir / "model.onnx"
+    t0 = time.monotonic()
+    with tool_call("simulation_failed", f"applying {cache_path} as Q/DQ"):
+        info = apply_cache(Path(q["artifacts"]["float_model"]), cache, dst, tuple(sim["op_types"]))
+    return Result(mode="simulated", backend="tensorrt(sim)", artifacts={"model": str(dst)},
+                  data={**info, "simulated_tensorrt": trt, "cache": str(cache_path),
+                        "cache_header": cache.header,
+                        "cache_verdicts": {v: {"verdict": a, "why": b} for v, (a, b) in verdicts.items()},
+                        "build_s": round(time.monotonic() - t0, 3)})

@@ -19,6 +19,7 @@ HEADER = re.compile(r"^TRT-(?P<version>[0-9X]+)-(?P<algorithm>[A-Za-z0-9_]+)(?P<
 # the calibrators of TensorRT's API; what each writes in the header
 ALGORITHMS = ("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration", "LegacyCalibration")
 INT8_MAX = 127.0
+CACHE_FILE = "calibration.cache"
 
 
 class CacheError(ValueError):

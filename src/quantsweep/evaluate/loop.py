@@ -72,7 +72,7 @@ def evaluate_runner(runner: Any, spec: dict[str, Any], manifest: dict[str, Any],
 
 
 def make_runner(backend: str, model: str, options: dict[str, Any]) -> Any:
-    if backend == "onnxruntime":
+    if backend in ("onnxruntime", "tensorrt_sim"):  # the simulation's Q/DQ graph runs on ORT
         from quantsweep.backends import onnxruntime as ortb
 
         return ortb.runner(model, options)
@@ -100,5 +100,8 @@ def run(job: Job) -> Result:
     dets, stats = evaluate_runner(runner, p["model_spec"], manifest, p["evaluate"])
     out = job.out_dir / "detections.json"
     write_json_atomic(out, dets)
-    return Result(backend=backend, device=getattr(runner, "device", "cpu"),
-                  artifacts={"detections": str(out)}, data=stats)
+    built = job.inputs.get(upstream, {})
+    # a simulated build stays simulated in every number measured on it
+    return Result(backend=built.get("backend") or backend, mode=built.get("mode", "measured"),
+                  device=getattr(runner, "device", "cpu"), artifacts={"detections": str(out)},
+                  data=stats)

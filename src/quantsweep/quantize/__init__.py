@@ -40,7 +40,8 @@ def run(job: Job) -> Result:
         dst = job.out_dir / "model.onnx"
         t0 = time.monotonic()
         info = ort_qdq.quantize(job, model, dst)
-        return Result(artifacts={"model": str(dst)},
+        return Result(artifacts={"model": str(dst), "float_model": str(model),
+                                 "calibration_cache": str(dst.with_name("calibration.cache"))},
                       data={"quantizer": q, **info, **qdq_summary(dst),
                             "quantize_s": round(time.monotonic() - t0, 3),
                             "model_bytes": dst.stat().st_size})

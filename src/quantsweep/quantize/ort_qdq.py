@@ -52,6 +52,21 @@ def quantize(job: Job, src: Path, dst: Path) -> dict[str, Any]:
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._it, None)
 
+    # the same calibration, kept as a TensorRT cache (for the CPU simulation of TRT INT8)
+    import tempfile
+
+    from quantsweep import calib
+    from quantsweep.calib.qdq import amax_from_tensors_data, calibrate
+
+    with tool_call("calibration_failed", f"onnxruntime {onnxruntime.__version__} calibrator "
+                                         f"({opts['calibrate_method']})"), \
+            tempfile.TemporaryDirectory(dir=dst.parent) as work:
+        ranges = calibrate(src, Reader(), opts["calibrate_method"], opts["op_types"], Path(work))
+    amax = amax_from_tensors_data(ranges)
+    trt = job.params["cache_tensorrt_version"]
+    algorithm = "MinMaxCalibration" if opts["calibrate_method"] == "MinMax" else "EntropyCalibration2"
+    cache = calib.from_ranges(amax, calib.trt_version_code(trt), algorithm)
+    calib.write(dst.with_name(calib.CACHE_FILE), cache)
     reader = Reader()
     method = getattr(oq.CalibrationMethod, opts["calibrate_method"])
     tmp = dst.with_name(".quant-" + dst.name)
@@ -66,4 +81,7 @@ def quantize(job: Job, src: Path, dst: Path) -> dict[str, Any]:
                            extra_options=extra)
     tmp.replace(dst)
     return {"tool": f"onnxruntime.quantization {onnxruntime.__version__}",
-            "calib_images": len(feeds), **opts}
+            "calib_images": len(feeds), **opts,
+            "cache": {"header": cache.header, "tensors": len(cache.scales),
+                      "note": f"scales from ONNX Runtime's {opts['calibrate_method']} calibrator, "
+                              f"written in TensorRT {trt}'s cache format"}}

@@ -86,13 +86,37 @@ def cell_row(results: Path, cell: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def add_fp32_sibling(rows: list[dict[str, Any]]) -> None:
+    """Each quantized or reduced-precision row gets the AP and latency of its FP32 sibling: the
+    same model, toolset and opset with quantizer none at fp32, on the same backend when that
+    one has a result, else on ONNX Runtime."""
+    by_key = {(r["model"], r["toolset"], r["opset"], r["quantizer"], r["precision"], r["backend"]): r
+              for r in rows}
+    for r in rows:
+        if r["quantizer"] == "none" and r["precision"] == "fp32" or r.get("AP") is None:
+            continue
+        sib = None
+        for backend in (r["backend"], "onnxruntime"):
+            cand = by_key.get((r["model"], r["toolset"], r["opset"], "none", "fp32", backend))
+            if cand is not None and cand.get("AP") is not None:
+                sib = cand
+                break
+        if sib is None:
+            continue
+        r["fp32_cell"] = sib["cell"]
+        r["AP_delta_vs_fp32"] = round(r["AP"] - sib["AP"], 6)
+        if r.get("latency_ms") and sib.get("latency_ms"):
+            r["speedup_vs_fp32"] = round(sib["latency_ms"] / r["latency_ms"], 3)
+
+
 def build_summary(results: str | Path, plan: list[dict[str, Any]]) -> Any:
     import pandas as pd
 
     rows = [cell_row(Path(results), c) for c in plan]
+    add_fp32_sibling(rows)
     cols = ["cell", "model", "toolset", "opset", "quantizer", "precision", "backend", "status",
             "stage", "reason_class", "reason", "mode", "device", *METRICS, "framework_AP",
-            "AP_delta_vs_framework", "latency_ms", "images_per_s", "model_bytes",
+            "AP_delta_vs_framework", "fp32_cell", "AP_delta_vs_fp32", "speedup_vs_fp32", "latency_ms", "images_per_s", "model_bytes",
             "opset_written", "exporter", "export_s", "parity_ok", "parity_cosine", "parity_max_abs",
             "input_conversions", "tool_versions",
             *[f"{s}_status" for s in CHAIN]]

@@ -1,0 +1,81 @@
+"""Calibration ranges <-> caches <-> QDQ graphs, with ONNX Runtime's own quantizer (runs in a
+toolset that has onnxruntime).
+
+The CPU simulation of TensorRT INT8: the cache's per-tensor scales become symmetric activation
+ranges; weights are quantized per channel (as TensorRT does); ONNX Runtime's ``QDQQuantizer``
+writes the Q/DQ nodes. A layer whose input or output has no scale stays in float, as TensorRT
+runs a layer without a dynamic range in higher precision. Only ``op_types`` are quantized
+(default Conv): an estimate of TensorRT's INT8, not its kernels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quantsweep.calib import Cache
+
+SIM_OP_TYPES = ("Conv",)
+
+
+def amax_from_tensors_data(tensors_data: Any) -> dict[str, float]:
+    """Per-tensor absolute maxima from ONNX Runtime's ``TensorsData`` (a calibrator's result)."""
+    out = {}
+    for name, td in tensors_data.data.items():
+        lo, hi = td.range_value  # scalars or 1-element arrays, by ORT version
+        out[name] = float(max(np.abs(np.asarray(lo, np.float64)).max(),
+                              np.abs(np.asarray(hi, np.float64)).max()))
+    return out
+
+
+def calibrate(onnx_path: Path, reader: Any, method: str, op_types: list[str] | None,
+              work_dir: Path) -> Any:
+    """ONNX Runtime's calibrator (MinMax/Entropy/Percentile) -> its ``TensorsData``."""
+    from onnxruntime.quantization import CalibrationMethod, create_calibrator
+
+    cal = create_calibrator(str(onnx_path), op_types_to_calibrate=op_types,
+                            augmented_model_path=str(work_dir / "augmented.onnx"),
+                            calibrate_method=getattr(CalibrationMethod, method),
+                            extra_options={"symmetric": True})
+    cal.collect_data(reader)
+    return cal.compute_data()
+
+
+def apply_cache(float_onnx: Path, cache: Cache, dst: Path,
+                op_types: tuple[str, ...] = SIM_OP_TYPES) -> dict[str, Any]:
+    """Write ``dst``: ``float_onnx`` with Q/DQ from ``cache``; report what was quantized."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantType
+    from onnxruntime.quantization.calibrate import TensorData, TensorsData
+    from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
+
+    from quantsweep.calib import bad_scale
+
+    model = onnx.load(str(float_onnx))
+    for i, n in enumerate(model.graph.node):
+        if not n.name:
+            n.name = f"quantsweep_node_{i}"
+    consts = {i.name for i in model.graph.initializer}
+    consts |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    usable = {k: v for k, v in cache.scales.items() if bad_scale(v) is None}
+    chosen, float_layers = [], []
+    for n in model.graph.node:
+        if n.op_type not in op_types:
+            continue
+        acts = [x for x in list(n.input) + list(n.output) if x and x not in consts]
+        (chosen if all(a in usable for a in acts) else float_layers).append(n.name)
+    if not chosen:
+        raise ValueError(f"no {'/'.join(op_types)} layer of {float_onnx} has scales for its "
+                         f"input and output in the cache: nothing would run in INT8")
+    ranges = TensorsData(CalibrationMethod.MinMax, {
+        k: TensorData(lowest=np.float32(-v * 127.0), highest=np.float32(v * 127.0))
+        for k, v in usable.items()})
+    q = QDQQuantizer(model, True, False, QuantType.QInt8, QuantType.QInt8, ranges, chosen, None,
+                     list(op_types), {"ActivationSymmetric": True, "WeightSymmetric": True})
+    out = q.quantize_model()
+    tmp = dst.with_name(".sim-" + dst.name)
+    onnx.save(out, str(tmp))
+    tmp.replace(dst)
+    return {"int8_layers": len(chosen), "float_layers": len(float_layers),
+            "float_layer_names": float_layers[:20], "op_types": list(op_types)}
