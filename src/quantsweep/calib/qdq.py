@@ -59,7 +59,8 @@ def apply_cache(float_onnx: Path, cache: Cache, dst: Path,
     consts = {i.name for i in model.graph.initializer}
     consts |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     usable = {k: v for k, v in cache.scales.items() if bad_scale(v) is None}
-    chosen, float_layers = [], []
+    chosen: list[str] = []
+    float_layers: list[str] = []
     for n in model.graph.node:
         if n.op_type not in op_types:
             continue

@@ -116,7 +116,8 @@ def build_summary(results: str | Path, plan: list[dict[str, Any]]) -> Any:
     add_fp32_sibling(rows)
     cols = ["cell", "model", "toolset", "opset", "quantizer", "precision", "backend", "status",
             "stage", "reason_class", "reason", "mode", "device", *METRICS, "framework_AP",
-            "AP_delta_vs_framework", "fp32_cell", "AP_delta_vs_fp32", "speedup_vs_fp32", "latency_ms", "images_per_s", "model_bytes",
+            "AP_delta_vs_framework", "fp32_cell", "AP_delta_vs_fp32", "speedup_vs_fp32",
+            "latency_ms", "images_per_s", "model_bytes",
             "opset_written", "exporter", "export_s", "parity_ok", "parity_cosine", "parity_max_abs",
             "input_conversions", "tool_versions",
             *[f"{s}_status" for s in CHAIN]]
