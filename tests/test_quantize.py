@@ -1,32 +1,48 @@
-"""The ort-qdq quantizer on real ONNX Runtime: a QDQ graph with static scales, evaluated next to
-its FP32 sibling; a calib request larger than the calib split is one clear failed row."""
+"""The ort-qdq quantizer and the CPU simulation of TensorRT INT8 on real ONNX Runtime: a QDQ graph
+with static scales next to its FP32 sibling; the same calibration kept as a TensorRT cache and
+applied as Q/DQ (mode simulated); a cache the simulated TensorRT ignores fails the row; a calib
+request larger than the calib split is one clear failed row."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import onnx
 import pandas as pd
-from conftest import snakemake, tiny_config, write_config
+from conftest import jobs_run, snakemake, tiny_config, write_config
+
+from quantsweep import calib
+
+INT8 = "demo-torch/torch2.13/opset13/ort-qdq/int8/onnxruntime"
+SIM = "demo-torch/torch2.13/opset13/ort-qdq/int8/tensorrt_sim"
+FP32 = "demo-torch/torch2.13/opset13/none/fp32/onnxruntime"
 
 
-def _cfg(calib_images: int) -> dict:
+def _cfg(calib_images: int, trt: str = "8.6.1") -> dict:
     cfg = tiny_config()
     cfg["matrix"] = [{"models": ["demo-torch"], "toolsets": ["torch2.13"], "opsets": [13]},
                      {"models": ["demo-torch"], "toolsets": ["torch2.13"], "opsets": [13],
-                      "quantizers": ["ort-qdq"], "precisions": ["int8"]}]
+                      "quantizers": ["ort-qdq"], "precisions": ["int8"],
+                      "backends": ["onnxruntime", "tensorrt_sim"]}]
     cfg["quantize"] = {"calib_images": calib_images, "ort-qdq": {"op_types": ["Conv"]}}
+    cfg["simulate"] = {"tensorrt_version": trt}
     return cfg
 
 
-def test_ort_qdq_int8_next_to_fp32_and_calib_too_large(tmp_path: Path):
+def _rows(root: Path) -> pd.DataFrame:
+    return pd.read_csv(root / "results/summary.csv").set_index("cell")
+
+
+def test_ort_qdq_and_simulated_tensorrt_int8(tmp_path: Path):
     write_config(tmp_path, _cfg(2))
     snakemake(tmp_path)
-    rows = pd.read_csv(tmp_path / "results/summary.csv").set_index("cell")
-    int8 = rows.loc["demo-torch/torch2.13/opset13/ort-qdq/int8/onnxruntime"]
-    fp32 = rows.loc["demo-torch/torch2.13/opset13/none/fp32/onnxruntime"]
-    assert int8["status"] == fp32["status"] == "ok" and int8["mode"] == "measured"
+    rows = _rows(tmp_path)
+    int8, fp32, sim = rows.loc[INT8], rows.loc[FP32], rows.loc[SIM]
+    assert int8["status"] == fp32["status"] == sim["status"] == "ok"
+    assert int8["mode"] == "measured" and sim["mode"] == "simulated"
     q = json.loads((tmp_path / "results/demo-torch/torch2.13/opset13/ort-qdq/quantize/"
                     "status.json").read_text())
     assert q["data"]["calib_images"] == 2 and q["data"]["calibrate_method"] == "MinMax"
@@ -37,16 +53,44 @@ def test_ort_qdq_int8_next_to_fp32_and_calib_too_large(tmp_path: Path):
     assert convs and all(c.input[0] in dq_out and c.input[1] in dq_out for c in convs)
     assert q["data"]["quantize_nodes"] > 0 and q["data"]["runtime_scales"] == 0
     assert q["data"]["dynamic_quantize_nodes"] == 0
-    # the INT8 row carries its FP32 sibling's AP (the delta is what a user compares)
+    # the INT8 rows carry their FP32 sibling's AP (the delta is what a user compares)
+    assert int8["fp32_cell"] == FP32
     assert int8["AP_delta_vs_fp32"] == round(int8["AP"] - fp32["AP"], 6)
+
+    # the calibration kept as a TensorRT cache, in TensorRT's format, naming graph tensors
+    cache = calib.read(q["artifacts"]["calibration_cache"])
+    assert cache.header == "TRT-8601-MinMaxCalibration" and cache.scales
+    r = subprocess.run([sys.executable, "-m", "quantsweep.cli", "cache", "inspect",
+                        q["artifacts"]["calibration_cache"], "--onnx", q["artifacts"]["float_model"],
+                        "--trt-version", "8.6.1", "--trt-version", "10.13.3"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout
+    assert "8.6.1: used" in r.stdout and "10.13.3: ignored" in r.stdout
+    assert " 0 cache names are not in the graph" in r.stdout
+    # the simulation: labelled everywhere, and the cache round trip reproduces ORT's own QDQ
+    b = json.loads((tmp_path / "results" / SIM / "build/status.json").read_text())
+    ev = json.loads((tmp_path / "results" / SIM / "evaluate/metrics.json").read_text())
+    assert b["mode"] == "simulated" and b["backend"] == "tensorrt(sim)" and ev["mode"] == "simulated"
+    assert b["data"]["int8_layers"] == len(convs) and b["data"]["float_layers"] == 0
+    assert b["data"]["cache_verdicts"]["8.6.1"]["verdict"] == "used"
+    assert b["data"]["cache_verdicts"]["11.4.0"]["verdict"] == "ignored"
+    assert abs(sim["AP"] - int8["AP"]) < 1e-3
+
+    # TensorRT 10 would ignore an 8.6.1 cache (field report 001): only the simulated cell
+    # reruns, and it fails saying so
+    write_config(tmp_path, _cfg(2, trt="10.13.3"))
+    r = snakemake(tmp_path)
+    assert jobs_run(r) == {"build": 1, "evaluate": 1, "summary": 1, "all": 1}, jobs_run(r)
+    sim = _rows(tmp_path).loc[SIM]
+    assert sim["status"] == "failed" and sim["reason_class"] == "cache_ignored"
+    assert "TensorRT 10.13.3 would not use this cache" in sim["reason"] and "TRT-8601" in sim["reason"]
 
     # more calib images than the split has: one failed row naming the key and the file
     write_config(tmp_path, _cfg(5))
     snakemake(tmp_path)
-    rows = pd.read_csv(tmp_path / "results/summary.csv").set_index("cell")
-    row = rows.loc["demo-torch/torch2.13/opset13/ort-qdq/int8/onnxruntime"]
+    rows = _rows(tmp_path)
+    row = rows.loc[INT8]
     assert row["status"] == "failed" and row["reason_class"] == "calib_too_small"
     assert "quantize.calib_images is 5" in row["reason"] and "has 2 images" in row["reason"]
-    assert "calib" in row["reason"] and ".json" in row["reason"]
-    # the FP32 cell was not touched
-    assert rows.loc["demo-torch/torch2.13/opset13/none/fp32/onnxruntime", "status"] == "ok"
+    assert "calib.json" in row["reason"] or "calib" in row["reason"]
+    assert rows.loc[FP32, "status"] == "ok"  # the FP32 cell was not touched

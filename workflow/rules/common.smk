@@ -131,15 +131,27 @@ def framework_inputs(w):
     return inp
 
 
+# quantizers that work on the framework model rather than on the exported ONNX
+FRAMEWORK_QUANTIZERS = ("paddleslim-ptq",)
+
+
+def quantize_inputs(w):
+    inp = {**toolset_inputs(w), "export": P("export", "status.json").format(**dict(w.items())),
+           "manifest": MANIFEST}
+    if w.quantizer in FRAMEWORK_QUANTIZERS and config["models"][w.model]["source"] != "onnx":
+        inp["framework"] = P("framework", "status.json").format(model=w.model, toolset=w.toolset)
+    return inp
+
+
 def quantize_params(w):
     if w.quantizer == "none":  # a pass-through: no option changes it
         return {"quantizer": "none"}
     spec = model_spec(w.model)
     q = config["quantize"]
-    return {"quantizer": w.quantizer, "calib_images": q["calib_images"],
+    return {"quantizer": w.quantizer, "calib_images": q["calib_images"], "opset": int(w.opset),
             "cache_tensorrt_version": q["cache_tensorrt_version"],
             "options": q.get(w.quantizer, {}), "dataset": dataset_params(),
-            "model_spec": {k: spec[k] for k in ("name", "inputs", "preprocess")}}
+            "model_spec": {k: spec[k] for k in ("name", "source", "inputs", "preprocess")}}
 
 
 def eval_params(w, backend):

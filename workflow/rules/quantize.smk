@@ -1,14 +1,12 @@
 rule quantize:
     input:
-        unpack(toolset_inputs),
-        export=P("export", "status.json"),
-        manifest=MANIFEST,
+        unpack(quantize_inputs),
     output:
         status=P("quantize", "status.json"),
     params:
         args=lambda w, input, output: stage_args(
             "quantize", f"{w.model}/{w.toolset}/opset{w.opset}/{w.quantizer}", output,
-            {"toolset": input.toolset, "export": input.export}),
+            {k: input[k] for k in ("toolset", "export", "framework") if k in input.keys()}),
         spec=lambda w: spec(quantize_params(w)),
     log:
         "logs/quantize/{model}/{toolset}/opset{opset}/{quantizer}.log",

@@ -42,6 +42,25 @@ def calibrate(onnx_path: Path, reader: Any, method: str, op_types: list[str] | N
     return cal.compute_data()
 
 
+def constants_to_initializers(model: Any) -> int:
+    """Move tensor-valued ``Constant`` nodes into initializers (ORT's quantizer finds weights
+    only there); returns how many were moved."""
+    from onnx import numpy_helper
+
+    keep, moved = [], 0
+    for n in model.graph.node:
+        value = next((a for a in n.attribute if a.name == "value"), None)
+        if n.op_type == "Constant" and value is not None and len(n.attribute) == 1:
+            arr = numpy_helper.to_array(value.t)
+            model.graph.initializer.append(numpy_helper.from_array(arr, n.output[0]))
+            moved += 1
+        else:
+            keep.append(n)
+    del model.graph.node[:]
+    model.graph.node.extend(keep)
+    return moved
+
+
 def apply_cache(float_onnx: Path, cache: Cache, dst: Path,
                 op_types: tuple[str, ...] = SIM_OP_TYPES) -> dict[str, Any]:
     """Write ``dst``: ``float_onnx`` with Q/DQ from ``cache``; report what was quantized."""
@@ -53,11 +72,11 @@ def apply_cache(float_onnx: Path, cache: Cache, dst: Path,
     from quantsweep.calib import bad_scale
 
     model = onnx.load(str(float_onnx))
+    constants_to_initializers(model)  # paddle2onnx's TensorRT export keeps weights in Constants
     for i, n in enumerate(model.graph.node):
         if not n.name:
             n.name = f"quantsweep_node_{i}"
     consts = {i.name for i in model.graph.initializer}
-    consts |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     usable = {k: v for k, v in cache.scales.items() if bad_scale(v) is None}
     chosen: list[str] = []
     float_layers: list[str] = []

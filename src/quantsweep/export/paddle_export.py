@@ -73,12 +73,13 @@ def cli_command(model_file: Path, params_file: Path, save_file: Path, opset: int
     """The paddle2onnx command line for these options, as its --help spells them. Options the
     version lacks are passed anyway when set (the tool's own error is the row's reason)."""
     exe = str(Path(sys.executable).with_name("paddle2onnx"))
+    backend = opts.get("deploy_backend", "onnxruntime")
     cmd = [exe, "--model_dir", str(model_file.parent), "--model_filename", model_file.name,
            "--params_filename", params_file.name, "--save_file", str(save_file),
            "--opset_version", str(opset), "--enable_auto_update_opset", "False",
-           "--enable_onnx_checker", _bool(opts["enable_onnx_checker"])]
-    if major < 2 or opts["deploy_backend"] != "onnxruntime":
-        cmd += ["--deploy_backend", opts["deploy_backend"]]
+           "--enable_onnx_checker", _bool(opts.get("enable_onnx_checker", True))]
+    if major < 2 or backend != "onnxruntime":
+        cmd += ["--deploy_backend", backend]
     if calib is not None:
         cmd += ["--save_calibration_file", str(calib)]
     if opts.get("optimize_tool") is not None:
@@ -88,9 +89,9 @@ def cli_command(model_file: Path, params_file: Path, save_file: Path, opset: int
 
 def _api_kwargs(opts: dict[str, Any], calib: Path | None) -> dict[str, Any]:
     kw: dict[str, Any] = {"auto_upgrade_opset": False,
-                          "enable_onnx_checker": opts["enable_onnx_checker"],
-                          "enable_optimize": opts["enable_optimize"],
-                          "deploy_backend": opts["deploy_backend"]}
+                          "enable_onnx_checker": opts.get("enable_onnx_checker", True),
+                          "enable_optimize": opts.get("enable_optimize", True),
+                          "deploy_backend": opts.get("deploy_backend", "onnxruntime")}
     if calib is not None:
         kw["calibration_file"] = str(calib)
     if opts.get("optimize_tool") is not None:
@@ -98,9 +99,10 @@ def _api_kwargs(opts: dict[str, Any], calib: Path | None) -> dict[str, Any]:
     return kw
 
 
-def export(job: Job, dst: Path, opset: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    opts = job.params["model_spec"]["export"]
-    model_dir = job.artifact("framework", "model")
+def export_model(model_dir: Path, dst: Path, opset: int, opts: dict[str, Any],
+                 calib: Path | None = None) -> dict[str, Any]:
+    """paddle2onnx (``opts['method']``: Python API or command line) on a Paddle inference model
+    directory; returns what was run. ``calib``: where paddle2onnx writes its TensorRT cache."""
     model_file, params_file = locate_model(model_dir)
     set_pir_flag(model_file)
     with tool_call("tool_missing", "importing paddle2onnx"):
@@ -110,12 +112,12 @@ def export(job: Job, dst: Path, opset: int) -> tuple[dict[str, Any], dict[str, A
     major = int(paddle2onnx.__version__.split(".")[0])
     tmp = dst.with_name(".export-" + dst.name)
     tmp.unlink(missing_ok=True)
-    calib = dst.with_name(CALIBRATION_FILE) if opts["save_calibration_file"] else None
     if calib is not None:
         calib.unlink(missing_ok=True)
     what = f"paddle2onnx {paddle2onnx.__version__} at opset {opset}"
-    record: dict[str, Any] = {"method": opts["method"]}
-    if opts["method"] == "cli":
+    method = opts.get("method", "api")
+    record: dict[str, Any] = {"version": paddle2onnx.__version__, "method": method}
+    if method == "cli":
         cmd = cli_command(model_file, params_file, tmp, opset, opts, major, calib)
         record["command"] = shlex.join(cmd)
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -136,4 +138,11 @@ def export(job: Job, dst: Path, opset: int) -> tuple[dict[str, Any], dict[str, A
     tmp.replace(dst)
     if calib is not None:
         record["calibration_file"] = str(calib) if calib.exists() else None
-    return {"name": "paddle2onnx", "version": paddle2onnx.__version__}, record
+    return record
+
+
+def export(job: Job, dst: Path, opset: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    opts = job.params["model_spec"]["export"]
+    calib = dst.with_name(CALIBRATION_FILE) if opts["save_calibration_file"] else None
+    record = export_model(job.artifact("framework", "model"), dst, opset, opts, calib)
+    return {"name": "paddle2onnx", "version": record.pop("version")}, record

@@ -45,4 +45,29 @@ def run(job: Job) -> Result:
                       data={"quantizer": q, **info, **qdq_summary(dst),
                             "quantize_s": round(time.monotonic() - t0, 3),
                             "model_bytes": dst.stat().st_size})
+    if q == "paddleslim-ptq":
+        return _paddle_ptq(job)
     raise Skip("not_implemented", f"quantizer {q!r} is not implemented in this quantsweep version")
+
+
+def _paddle_ptq(job: Job) -> Result:
+    import json
+
+    from quantsweep.quantize import paddle_ptq
+    from quantsweep.quantize.calibdata import calib_feeds, contract_bindings
+
+    spec = job.params["model_spec"]
+    if spec["source"] not in ("paddle", "demo-paddle"):
+        raise Skip("not_applicable", f"paddleslim-ptq quantizes Paddle models; {spec['name']} is "
+                                     f"a {spec['source']} model")
+    manifest = json.loads(Path(job.params["dataset"]["manifest"]).read_text())
+    feeds = calib_feeds(contract_bindings(spec), spec, manifest, int(job.params["calib_images"]))
+    t0 = time.monotonic()
+    info = paddle_ptq.run(job, feeds)
+    dst = job.out_dir / "model.onnx"
+    return Result(artifacts={"model": str(dst), "float_model": str(job.out_dir / "float_model.onnx"),
+                             "calibration_cache": str(job.out_dir / "calibration.cache"),
+                             "paddle_model": str(job.out_dir / "paddle_model")},
+                  data={"quantizer": "paddleslim-ptq", "calib_images": len(feeds), **info,
+                        **qdq_summary(dst), "quantize_s": round(time.monotonic() - t0, 3),
+                        "model_bytes": dst.stat().st_size})

@@ -9,32 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from quantsweep.job import Job, ToolFailure, tool_call
-
-
-def calib_feeds(onnx_path: Path, spec: dict[str, Any], manifest: dict[str, Any],
-                n: int) -> list[dict[str, np.ndarray]]:
-    """The model's inputs for ``n`` calib images, cast to the dtypes the graph declares."""
-    import onnx
-
-    from quantsweep.backends import Binding, FeedAdapter
-    from quantsweep.evaluate.loop import iter_preprocessed, val_images
-    from quantsweep.evaluate.preprocess import build_feeds
-    from quantsweep.export import describe
-
-    split = manifest["splits"]["calib"]
-    images = val_images(manifest, "calib", None)
-    if not images:
-        raise ToolFailure("calib_empty", f"{split['annotations']}: the calib split has no images")
-    if n > len(images):
-        raise ToolFailure("calib_too_small",
-                          f"quantize.calib_images is {n} but the calib split "
-                          f"({split['annotations']}) has {len(images)} images; lower "
-                          f"quantize.calib_images or give a larger calib split")
-    desc = describe(onnx.load(str(onnx_path), load_external_data=False))
-    adapt = FeedAdapter([Binding(i["name"], i["dtype"], i["shape"]) for i in desc["inputs"]])
-    return [adapt(build_feeds([x], [meta], spec["inputs"]))
-            for _, x, meta in iter_preprocessed(images[:n], spec["preprocess"])]
+from quantsweep.job import Job, tool_call
+from quantsweep.quantize.calibdata import calib_feeds, onnx_bindings
 
 
 def quantize(job: Job, src: Path, dst: Path) -> dict[str, Any]:
@@ -43,7 +19,8 @@ def quantize(job: Job, src: Path, dst: Path) -> dict[str, Any]:
         from onnxruntime import quantization as oq
     opts = job.params["options"]
     manifest = json.loads(Path(job.params["dataset"]["manifest"]).read_text())
-    feeds = calib_feeds(src, job.params["model_spec"], manifest, int(job.params["calib_images"]))
+    feeds = calib_feeds(onnx_bindings(src), job.params["model_spec"], manifest,
+                        int(job.params["calib_images"]))
 
     class Reader(oq.CalibrationDataReader):  # type: ignore[misc]
         def __init__(self) -> None:
