@@ -174,19 +174,24 @@ def _cross_check(cfg: dict[str, Any], source: str) -> None:
                             "or 'from' (another cell's export)")
         if "from" in model:
             src = model["from"]
-            if src["model"] not in models or models[src["model"]]["source"] == "onnx":
+            allowed = ("paddle", "demo-paddle") if model["source"] == "paddle" else \
+                ("paddle", "demo-paddle", "demo-torch")
+            if src["model"] not in models or models[src["model"]]["source"] not in allowed:
                 problems.append(f"models.{name}.from.model: {src['model']!r} is not a defined "
-                                "model with a framework source")
+                                f"model with a source in {list(allowed)}")
+            elif src["model"] == name:
+                problems.append(f"models.{name}.from.model: a model cannot come from itself")
             if src["toolset"] not in toolsets:
                 problems.append(f"models.{name}.from.toolset: {src['toolset']!r} is not defined")
-        if model["source"] == "paddle" and "path" not in model:
-            problems.append(f"models.{name}.path: required when source is 'paddle' (the directory "
-                            "of inference.json or inference.pdmodel + inference.pdiparams)")
+        if model["source"] == "paddle" and ("path" in model) == ("from" in model):
+            problems.append(f"models.{name}: source 'paddle' needs exactly one of 'path' (the "
+                            "directory of inference.json or inference.pdmodel + inference.pdiparams) "
+                            "or 'from' (the Paddle model of another cell)")
         if model["source"] in ("onnx", "paddle") and not model.get("inputs"):
             problems.append(f"models.{name}.inputs: required when source is "
                             f"{model['source']!r} (the contract)")
-        if model["source"] != "onnx" and "from" in model:
-            problems.append(f"models.{name}.from: only for source 'onnx'")
+        if model["source"] not in ("onnx", "paddle") and "from" in model:
+            problems.append(f"models.{name}.from: only for sources 'onnx' and 'paddle'")
         problems += _export_option_problems(name, model)
         dec = model["decode"]
         need = ("bbox", "bbox_num") if dec["layout"] == "paddle_bbox" else ("boxes", "scores", "labels")

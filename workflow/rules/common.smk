@@ -122,7 +122,9 @@ def framework_inputs(w):
     """A demo model is built from the trained weights; a user's Paddle model is a directory."""
     inp = toolset_inputs(w)
     spec = config["models"][w.model]
-    if spec["source"] == "paddle":
+    if spec["source"] == "paddle" and "from" in spec:
+        inp["source_framework"] = P("framework", "status.json").format(**spec["from"])
+    elif spec["source"] == "paddle":
         # its files (a changed file reruns the cells); the directory itself when missing
         d = Path(spec["path"])
         inp["model_files"] = sorted(map(str, d.iterdir())) if d.is_dir() else [spec["path"]]

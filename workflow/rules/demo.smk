@@ -32,9 +32,9 @@ rule framework:
     params:
         args=lambda w, input, output: stage_args(
             "framework", f"{w.model}/{w.toolset}/framework", output,
-            {k: input[k] for k in ("toolset", "train") if k in input.keys()}),
+            {k: input[k] for k in ("toolset", "train", "source_framework") if k in input.keys()}),
         spec=lambda w: spec({"model_spec": {k: v for k, v in model_spec(w.model).items()
-                                            if k in ("name", "source", "paddle_format", "path")},
+                                            if k in ("name", "source", "paddle_format", "path", "from")},
                              "parity_tol": 1e-4}),
     log:
         "logs/framework/{model}/{toolset}.log",

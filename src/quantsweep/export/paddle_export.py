@@ -51,8 +51,11 @@ def set_pir_flag(model_file: Path) -> None:
 
 
 def adopt(job: Job) -> Result:
-    """The framework stage of a user's Paddle model: locate and check it (no copy)."""
-    model_dir = Path(job.params["model_spec"]["path"])
+    """The framework stage of a user's Paddle model (or of another cell's): locate and check
+    it in this toolset's Paddle (no copy)."""
+    spec = job.params["model_spec"]
+    model_dir = (job.artifact("source_framework", "model") if "from" in spec
+                 else Path(spec["path"]))
     model_file, _ = locate_model(model_dir)
     set_pir_flag(model_file)
     with tool_call("tool_missing", "importing paddle"):

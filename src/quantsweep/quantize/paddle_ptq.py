@@ -84,13 +84,14 @@ def export_quantized(job: Job, qdir: Path, out_dir: Path, opset: int) -> dict[st
     """paddle2onnx on the quantized model: TensorRT (float ONNX + cache) and ONNX Runtime (QDQ)."""
     from quantsweep.export.paddle_export import export_model
 
+    # ONNX Runtime first: a paddle2onnx that cannot convert quantized models says so here
+    ort = export_model(qdir, out_dir / "model.onnx", opset,
+                       {"method": "cli", "deploy_backend": "onnxruntime",
+                        "enable_onnx_checker": True})
     trt = export_model(qdir, out_dir / "float_model.onnx", opset,
                        {"method": "cli", "deploy_backend": "tensorrt",
                         "save_calibration_file": True, "enable_onnx_checker": True},
                        calib=out_dir / "calibration.cache")
-    ort = export_model(qdir, out_dir / "model.onnx", opset,
-                       {"method": "cli", "deploy_backend": "onnxruntime",
-                        "enable_onnx_checker": True})
     if not (out_dir / "calibration.cache").exists():
         raise ToolFailure("no_cache", f"{trt['command']} wrote no calibration cache")
     return {"paddle2onnx_tensorrt": trt["command"], "paddle2onnx_onnxruntime": ort["command"]}
