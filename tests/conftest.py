@@ -18,8 +18,10 @@ ENVS = Path(os.environ.get("QUANTSWEEP_TEST_ENVS", REPO / ".envs"))
 TORCH_TOOLSET = {"packages": ["torch==2.13.0+cpu", "onnx==1.20.1", "onnxruntime==1.23.2",
                               "onnxscript"]}
 ORT_TOOLSET = {"packages": ["onnx==1.17.0", "onnxruntime==1.20.1", "numpy<2"]}
-PADDLE_TOOLSET = {"packages": ["paddlepaddle==2.6.2", "paddle2onnx==1.3.1", "numpy<2",
-                               "setuptools<81", "onnx==1.17.0", "onnxruntime==1.20.1"]}
+# the default config's paddle2.6-p2o1.3 (one env for the sweep and the tests)
+PADDLE_TOOLSET = {"packages": ["paddlepaddle==2.6.2", "paddle2onnx==1.3.1", "paddleslim==2.6.0",
+                               "numpy<2", "setuptools<81", "six", "requests", "decorator",
+                               "onnx==1.17.0", "onnxruntime==1.20.1", "sympy", "pip"]}
 
 DEMO_TORCH = {
     "source": "demo-torch",

@@ -91,10 +91,13 @@ def test_inspect_against_a_graph(tmp_path: Path):
     rep = inspect_cache(c, model)
     codes = {(f["code"], f.get("tensor")) for f in rep["findings"]}
     assert ("bad_scale", "m") in codes and ("bad_scale", "z") in codes and ("bad_scale", "s") in codes
-    assert ("unknown_tensor", "nope") in codes
+    assert ("unknown_tensor", "nope") in codes  # an unused entry: a warning
     assert ("constant_tensor", "b") in codes
     assert ("outlier_scale", "boxes") in codes
-    assert rep["errors"] == 4
+    assert rep["errors"] == 3
+    # a cache none of whose names is in the graph is for another graph: an error
+    other = inspect_cache(calib.Cache("8601", "EntropyCalibration2", {"a": 0.1, "b2": 0.2}), model)
+    assert [f["code"] for f in other["findings"] if f["severity"] == "error"] == ["no_tensor_matches"]
     assert [x["verdict"] for x in rep["compatibility"]] == ["uncertain", "ignored", "ignored"]
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import onnx
 import pandas as pd
-from conftest import jobs_run, snakemake, tiny_config, write_config
+from conftest import PADDLE_TOOLSET, jobs_run, snakemake, tiny_config, write_config
 
 from quantsweep import calib
 
@@ -94,3 +94,40 @@ def test_ort_qdq_and_simulated_tensorrt_int8(tmp_path: Path):
     assert "quantize.calib_images is 5" in row["reason"] and "has 2 images" in row["reason"]
     assert "calib.json" in row["reason"] or "calib" in row["reason"]
     assert rows.loc[FP32, "status"] == "ok"  # the FP32 cell was not touched
+
+
+def test_paddleslim_ptq_then_paddle2onnx_cache(tmp_path: Path):
+    cfg = tiny_config()
+    cfg["toolsets"]["paddle2.6-p2o1.3"] = PADDLE_TOOLSET
+    cfg["models"]["demo-paddle"] = {
+        "source": "demo-paddle",
+        "inputs": [{"name": "image", "dtype": "float32", "role": "image"},
+                   {"name": "im_shape", "dtype": "float32", "role": "im_shape"},
+                   {"name": "scale_factor", "dtype": "float32", "role": "scale_factor"}],
+        "decode": {"layout": "paddle_bbox", "bbox": 0, "bbox_num": 1}}
+    cfg["matrix"] = [{"models": ["demo-paddle"], "toolsets": ["paddle2.6-p2o1.3"], "opsets": [13]},
+                     {"models": ["demo-paddle"], "toolsets": ["paddle2.6-p2o1.3"], "opsets": [13],
+                      "quantizers": ["paddleslim-ptq"], "precisions": ["int8"],
+                      "backends": ["onnxruntime", "tensorrt_sim"]}]
+    cfg["quantize"] = {"calib_images": 2}
+    write_config(tmp_path, cfg)
+    snakemake(tmp_path)
+    rows = _rows(tmp_path)
+    base = "demo-paddle/paddle2.6-p2o1.3/opset13/paddleslim-ptq/int8"
+    assert rows.loc[f"{base}/onnxruntime", "status"] == "ok"
+    assert rows.loc[f"{base}/onnxruntime", "mode"] == "measured"
+    assert rows.loc[f"{base}/tensorrt_sim", "status"] == "ok"
+    assert rows.loc[f"{base}/tensorrt_sim", "mode"] == "simulated"
+    q = json.loads((tmp_path / "results/demo-paddle/paddle2.6-p2o1.3/opset13/paddleslim-ptq/"
+                    "quantize/status.json").read_text())
+    assert q["data"]["tool"] == "paddleslim 2.6.0 quant_post_static" and q["data"]["algo"] == "avg"
+    assert "--deploy_backend tensorrt" in q["data"]["paddle2onnx_tensorrt"]
+    assert "--save_calibration_file" in q["data"]["paddle2onnx_tensorrt"]
+    assert q["data"]["quantize_nodes"] > 0  # the ONNX Runtime export is a QDQ graph
+    # paddle2onnx 1.3.1's own cache: its placeholder header, with a trailing space
+    cache = calib.read(q["artifacts"]["calibration_cache"])
+    assert cache.header == "TRT-8XXX-EntropyCalibration2 " and cache.trailing_space
+    b = json.loads((tmp_path / "results" / base / "tensorrt_sim/build/status.json").read_text())
+    assert b["data"]["cache_verdicts"]["8.6.1"]["verdict"] == "uncertain"
+    assert b["data"]["cache_verdicts"]["10.13.3"]["verdict"] == "ignored"
+    assert b["data"]["int8_layers"] > 0

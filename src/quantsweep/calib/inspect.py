@@ -60,10 +60,15 @@ def inspect_cache(cache: Cache, onnx_path: str | Path | None = None,
     if onnx_path is not None:
         names, constants, need = graph_tensors(onnx_path)
         unknown = [n for n in cache.scales if n not in names]
-        for n in unknown:
-            findings.append(_finding("error", "unknown_tensor", f"{n!r} is not a tensor of "
-                                     f"{onnx_path} (a cache for another graph or another export)",
-                                     tensor=n))
+        if cache.scales and len(unknown) == len(cache.scales):
+            findings.append(_finding("error", "no_tensor_matches",
+                                     f"none of the {len(unknown)} names in the cache is a tensor "
+                                     f"of {onnx_path}: a cache for another graph or another export",
+                                     tensor=unknown[0]))
+        else:  # unused entries: TensorRT looks scales up by name and never reads these
+            for n in unknown:
+                findings.append(_finding("warning", "unknown_tensor", f"{n!r} is not a tensor of "
+                                         f"{onnx_path}: the entry is never used", tensor=n))
         on_consts = [n for n in cache.scales if n in constants]
         for n in on_consts:
             findings.append(_finding("info", "constant_tensor", f"{n!r} is a weight or constant: "
