@@ -44,6 +44,33 @@ def _cache_inspect(a: argparse.Namespace) -> int:
     return inspect_main(a.file, a.onnx, a.trt_version, a.json)
 
 
+def _trtexec_command(a: argparse.Namespace) -> int:
+    import shlex
+    from pathlib import Path
+
+    from quantsweep.backends.trtexec import BuildRequest, CommandError, command
+
+    onnx = Path(a.onnx)
+    if not onnx.is_file():
+        print(f"error: {onnx}: no such ONNX file", file=sys.stderr)
+        return 2
+    dims = {}
+    for d in a.dims or []:
+        name, _, shape = d.partition("=")
+        dims[name] = [int(x) for x in shape.split("x")]
+    req = BuildRequest(onnx=onnx, precision=a.precision, trt_version=a.trt_version,
+                       engine=Path(a.engine or onnx.with_suffix(".engine")),
+                       cache=Path(a.cache) if a.cache else None, qdq=a.qdq,
+                       batch=tuple(int(x) for x in a.batch.split(",")),  # type: ignore[arg-type]
+                       dims=dims)
+    try:
+        print(shlex.join(command(req)))
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="quantsweep", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -64,6 +91,17 @@ def main(argv: list[str] | None = None) -> int:
                     help="TensorRT version to judge against (repeatable; default 8.6.1, 10.13.3, 11.4.0)")
     ci.add_argument("--json", action="store_true")
     ci.set_defaults(func=_cache_inspect)
+    t = sub.add_parser("trtexec-command", help="the trtexec command line for a model, precision "
+                                               "and TensorRT version (input names read from the graph)")
+    t.add_argument("--onnx", required=True)
+    t.add_argument("--precision", choices=["fp32", "fp16", "int8"], required=True)
+    t.add_argument("--trt-version", required=True, help="e.g. 8.6.1, 10.13.3, 11.4.0")
+    t.add_argument("--cache", help="calibration cache (implicit INT8, TensorRT <= 10)")
+    t.add_argument("--qdq", action="store_true", help="the graph carries Q/DQ (explicit INT8)")
+    t.add_argument("--engine", help="default: the ONNX path with .engine")
+    t.add_argument("--batch", default="1,1,1", help="min,opt,max of a dynamic batch axis")
+    t.add_argument("--dims", action="append", help="NAME=1x3x640x640 for other dynamic dims")
+    t.set_defaults(func=_trtexec_command)
     a = ap.parse_args(argv)
     return int(a.func(a))
 
