@@ -119,3 +119,38 @@ def test_cache_inspect_cli_exit_codes(tmp_path: Path):
     assert r.returncode == 1 and "tensor 'x' has a zero scale" in r.stdout
     r = run(str(broken))
     assert r.returncode == 2 and f"{broken}, line 1" in r.stdout
+
+
+def test_runtime_scales_are_flagged():
+    """Field report 002: a QDQ graph whose scale is computed from the tensor at run time."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from quantsweep.quantize import runtime_scale_findings
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    inits = [helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]),
+             helper.make_tensor("zp", TensorProto.INT8, [], [0]),
+             helper.make_tensor("k", TensorProto.FLOAT, [], [127.0])]
+    static = [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"], name="q_static"),
+              helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["y"], name="dq_static")]
+    g = helper.make_graph(static, "static", [x], [y], inits)
+    assert runtime_scale_findings(helper.make_model(g)) == []
+    # amax = max|x| at run time, scale = amax / 127 (a QAT export with dynamic amax)
+    dynamic = [helper.make_node("Abs", ["x"], ["ax"], name="abs"),
+               helper.make_node("ReduceMax", ["ax"], ["amax"], keepdims=0, name="amax"),
+               helper.make_node("Div", ["amax", "k"], ["sd"], name="scale"),
+               helper.make_node("QuantizeLinear", ["x", "sd", "zp"], ["q"], name="q_dyn"),
+               helper.make_node("DequantizeLinear", ["q", "sd", "zp"], ["y"], name="dq_dyn")]
+    g = helper.make_graph(dynamic, "dynamic", [x], [y], inits)
+    found = runtime_scale_findings(helper.make_model(g))
+    assert [f["node"] for f in found] == ["q_dyn", "dq_dyn"]
+    assert "scale 'sd' is computed at run time (by Div 'scale')" in found[0]["message"]
+    dql = helper.make_graph([helper.make_node("DynamicQuantizeLinear", ["x"], ["qd", "sc", "z"],
+                                              name="dql"),
+                             helper.make_node("DequantizeLinear", ["qd", "sc", "z"], ["y"], name="dq")],
+                            "dql", [x], [y])
+    found = runtime_scale_findings(helper.make_model(dql))
+    assert [f["node"] for f in found] == ["dql", "dq"]
+    assert onnx.checker.check_model(helper.make_model(g)) is None

@@ -149,7 +149,8 @@ def run(job: Job) -> Result:
 
         src = job.artifact("source_export", "model") if "from" in spec else Path(spec["path"])
         desc = finalize_onnx(src, dst, opset, spec, convert=True)
-        exporter = {"name": "onnx file" if "path" in spec else f"export of {spec['from']}",
+        exporter = {"name": "onnx file" if "path" in spec else
+                    f"export of {spec['from']['model']}/{spec['from']['toolset']}",
                     "version": f"onnx {onnx.__version__}"}
     elif spec["source"] == "demo-torch":
         from quantsweep.export import torch_export

@@ -11,22 +11,43 @@ from typing import Any
 from quantsweep.job import Job, Result, Skip
 
 
+def runtime_scale_findings(model: Any) -> list[dict[str, str]]:
+    """Q/DQ scales computed at run time (field report 002: QAT with dynamic amax loses
+    accuracy after export; TensorRT needs static scales): ``DynamicQuantizeLinear`` nodes, and
+    Q/DQ whose scale input is not a constant of the graph."""
+    consts = {i.name for i in model.graph.initializer}
+    consts |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    out = []
+    for n in model.graph.node:
+        name = n.name or n.output[0]
+        if n.op_type == "DynamicQuantizeLinear":
+            out.append({"node": name, "tensor": n.input[0],
+                        "message": f"DynamicQuantizeLinear {name!r} computes the scale of "
+                                   f"{n.input[0]!r} from each input at run time"})
+        elif n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 1 \
+                and n.input[1] not in consts:
+            src = producer.get(n.input[1])
+            out.append({"node": name, "tensor": n.input[0],
+                        "message": f"{n.op_type} {name!r}: scale {n.input[1]!r} is computed at "
+                                   f"run time" + (f" (by {src.op_type} {src.name!r})" if src else
+                                                  " (a graph input)")})
+    return out
+
+
 def qdq_summary(path: Path) -> dict[str, Any]:
-    """Counts of quantization nodes, and scales computed at run time (field report 002)."""
+    """Counts of quantization nodes, and scales computed at run time."""
     import onnx
 
     m = onnx.load(str(path), load_external_data=False)
-    inits = {i.name for i in m.graph.initializer}
-    consts = {o for n in m.graph.node if n.op_type == "Constant" for o in n.output}
     ops = [n.op_type for n in m.graph.node]
-    dynamic = [n.name or n.output[0] for n in m.graph.node if n.op_type == "DynamicQuantizeLinear"]
-    runtime_scales = [n.name or n.output[0] for n in m.graph.node
-                      if n.op_type in ("QuantizeLinear", "DequantizeLinear") and len(n.input) > 1
-                      and n.input[1] not in inits | consts]
+    runtime = runtime_scale_findings(m)
+    dynamic = ops.count("DynamicQuantizeLinear")
     return {"quantize_nodes": ops.count("QuantizeLinear"),
             "dequantize_nodes": ops.count("DequantizeLinear"),
-            "dynamic_quantize_nodes": len(dynamic), "runtime_scales": len(runtime_scales),
-            "int8": ops.count("QuantizeLinear") + len(dynamic) > 0}
+            "dynamic_quantize_nodes": dynamic, "runtime_scales": len(runtime) - dynamic,
+            "runtime_scale_findings": runtime[:20],
+            "int8": ops.count("QuantizeLinear") + dynamic > 0}
 
 
 def run(job: Job) -> Result:
