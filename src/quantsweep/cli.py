@@ -71,6 +71,27 @@ def _trtexec_command(a: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(a: argparse.Namespace) -> int:
+    from quantsweep.report import compare as cmp
+
+    try:
+        if len(a.summaries) == 2:
+            out = cmp.diff(cmp.load(a.summaries[0]), cmp.load(a.summaries[1]))
+            if out.empty:
+                print(f"no cell changed between {a.summaries[0]} and {a.summaries[1]}")
+                return 0
+            print(cmp.render(out.set_index(cmp.KEY), a.format))
+            return 0
+        if len(a.summaries) > 2:
+            raise cmp.CompareError("give one summary (pivot tables) or two (OLD NEW: what changed)")
+        df = cmp.load(a.summaries[0] if a.summaries else "results/summary.csv")
+        print(cmp.render(cmp.pivot(df, a.values, a.baseline), a.format))
+    except cmp.CompareError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="quantsweep", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -102,6 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--batch", default="1,1,1", help="min,opt,max of a dynamic batch axis")
     t.add_argument("--dims", action="append", help="NAME=1x3x640x640 for other dynamic dims")
     t.set_defaults(func=_trtexec_command)
+    cp = sub.add_parser("compare", help="pivot a summary (rows: model/toolset/opset; columns: "
+                                        "quantizer/precision/backend), or OLD.csv NEW.csv: what changed")
+    cp.add_argument("summaries", nargs="*", help="default: results/summary.csv")
+    cp.add_argument("--values", default="AP",
+                    help="AP, AP50, latency_ms, speedup_vs_fp32, AP_delta_vs_fp32 or status")
+    cp.add_argument("--baseline", help="a toolset: values become the difference to it")
+    cp.add_argument("--format", choices=["markdown", "csv", "json"], default="markdown")
+    cp.set_defaults(func=_compare)
     a = ap.parse_args(argv)
     return int(a.func(a))
 

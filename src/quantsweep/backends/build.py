@@ -38,10 +38,13 @@ def run(job: Job) -> Result:
         raise Skip("missing_requirement", "trtexec is not on PATH (TensorRT is not installed)")
     if backend in ("tensorrt_api", "trtexec"):
         try:
-            import tensorrt  # noqa: F401
+            import tensorrt
         except ImportError:
             raise Skip("missing_requirement",
                        "TensorRT is not importable in this toolset (no GPU build here)") from None
+        if not hasattr(tensorrt, "Builder"):  # e.g. only tensorrt-stubs' .pyi files installed
+            raise Skip("missing_requirement", f"{getattr(tensorrt, '__path__', 'tensorrt')}: "
+                                              f"a tensorrt package without the library")
     raise Skip("not_implemented", f"backend {backend!r} is not implemented in this quantsweep version")
 
 

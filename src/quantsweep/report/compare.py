@@ -1,0 +1,95 @@
+"""``quantsweep compare``: pivot tables of a sweep's summary, and what changed between two sweeps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+VALUES = ("AP", "AP50", "latency_ms", "speedup_vs_fp32", "AP_delta_vs_fp32", "status")
+KEY = ["model", "toolset", "opset", "quantizer", "precision", "backend"]
+
+
+class CompareError(ValueError):
+    pass
+
+
+def load(path: str | Path) -> Any:
+    import pandas as pd
+
+    p = Path(path)
+    try:
+        df = pd.read_csv(p)
+    except FileNotFoundError:
+        raise CompareError(f"{p}: no such summary (run `snakemake --cores all` first)") from None
+    except Exception as exc:  # noqa: BLE001 - pandas' parser errors are many
+        raise CompareError(f"{p}: not a readable CSV: {exc}") from None
+    missing = [c for c in [*KEY, "status", "mode"] if c not in df.columns]
+    if missing:
+        raise CompareError(f"{p}: not a quantsweep summary (missing columns {missing})")
+    return df
+
+
+def _cell_text(row: Any, value: str) -> str:
+    """A number that was not measured is never shown bare: simulated values are marked."""
+    if row["status"] != "ok":
+        return f"{row['status']}: {row['reason_class']}" if value != "status" else row["status"]
+    if value == "status":
+        return "ok"
+    v = row[value]
+    if v != v or v is None:  # NaN
+        return ""
+    text = f"{v:.4f}" if isinstance(v, float) else str(v)
+    return f"{text} (sim)" if row["mode"] == "simulated" else text
+
+
+def pivot(df: Any, value: str = "AP", baseline: str | None = None) -> Any:
+    """Rows: model × toolset × opset; columns: quantizer × precision × backend."""
+    import pandas as pd
+
+    if value not in VALUES:
+        raise CompareError(f"--values {value!r}: one of {', '.join(VALUES)}")
+    df = df[df["status"] != "excluded"].copy()
+    if baseline is not None:
+        if baseline not in set(df["toolset"]):
+            raise CompareError(f"--baseline {baseline!r} is not a toolset of this sweep; toolsets: "
+                               f"{sorted(set(df['toolset']))}")
+        if value in ("status",):
+            raise CompareError("--baseline needs a numeric --values")
+        base = df[df["toolset"] == baseline].set_index(["model", "opset", "quantizer", "precision",
+                                                        "backend"])[value]
+        idx = pd.MultiIndex.from_frame(df[["model", "opset", "quantizer", "precision", "backend"]])
+        df[value] = df[value].to_numpy() - base.reindex(idx).to_numpy()
+    df["text"] = [_cell_text(r, value) for _, r in df.iterrows()]
+    df["column"] = df["quantizer"] + "/" + df["precision"] + "/" + df["backend"]
+    table = df.pivot_table(index=["model", "toolset", "opset"], columns="column", values="text",
+                           aggfunc="first", fill_value="")
+    return table
+
+
+def diff(old: Any, new: Any) -> Any:
+    """Cells whose status, mode or AP changed between two sweeps (and cells only in one)."""
+    import pandas as pd
+
+    cols = ["status", "reason_class", "mode", "AP"]
+    a = old.set_index(KEY)[cols]
+    b = new.set_index(KEY)[cols]
+    j = a.merge(b, how="outer", left_index=True, right_index=True, suffixes=("_old", "_new"))
+    changed = pd.Series(False, index=j.index)
+    for c in cols:
+        o, n = j[f"{c}_old"], j[f"{c}_new"]
+        if c == "AP":
+            delta = (n - o).abs()
+            changed |= (delta > 1e-4) | (o.isna() != n.isna())
+        else:
+            changed |= o.fillna("") != n.fillna("")
+    out = j[changed].reset_index()
+    out["AP_delta"] = out["AP_new"] - out["AP_old"]
+    return out
+
+
+def render(table: Any, fmt: str) -> str:
+    if fmt == "csv":
+        return str(table.to_csv())
+    if fmt == "json":
+        return str(table.reset_index().to_json(orient="records", indent=1))
+    return str(table.reset_index().to_markdown(index=False))

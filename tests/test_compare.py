@@ -1,0 +1,67 @@
+"""`quantsweep compare`: pivot tables of a summary (a simulated number is marked), a baseline
+toolset, and what changed between two sweeps."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from quantsweep.report.compare import CompareError, diff, pivot
+
+
+def _summary(ap_new: float = 0.40) -> pd.DataFrame:
+    rows = []
+    for ts, ap in (("paddle2.6", 0.48), ("paddle3.3", ap_new)):
+        base = {"model": "m", "toolset": ts, "opset": 13, "reason_class": "", "mode": "measured"}
+        rows.append({**base, "quantizer": "none", "precision": "fp32", "backend": "onnxruntime",
+                     "status": "ok", "AP": ap})
+        rows.append({**base, "quantizer": "ort-qdq", "precision": "int8", "backend": "tensorrt_sim",
+                     "status": "ok", "AP": ap - 0.01, "mode": "simulated"})
+        rows.append({**base, "quantizer": "none", "precision": "fp16", "backend": "onnxruntime",
+                     "status": "excluded", "AP": None})
+    rows.append({"model": "m", "toolset": "trt10", "opset": 13, "quantizer": "none",
+                 "precision": "fp32", "backend": "tensorrt_api", "status": "skipped",
+                 "reason_class": "missing_requirement", "mode": "skipped", "AP": None})
+    return pd.DataFrame(rows)
+
+
+def test_pivot_marks_simulated_and_failed_cells():
+    t = pivot(_summary())
+    assert list(t.columns) == ["none/fp32/onnxruntime", "none/fp32/tensorrt_api",
+                               "ort-qdq/int8/tensorrt_sim"]  # excluded cells are not columns
+    assert t.loc[("m", "paddle2.6", 13), "none/fp32/onnxruntime"] == "0.4800"
+    assert t.loc[("m", "paddle2.6", 13), "ort-qdq/int8/tensorrt_sim"] == "0.4700 (sim)"
+    assert t.loc[("m", "trt10", 13), "none/fp32/tensorrt_api"] == "skipped: missing_requirement"
+
+
+def test_baseline_toolset_and_bad_arguments():
+    t = pivot(_summary(), "AP", baseline="paddle2.6")
+    assert t.loc[("m", "paddle3.3", 13), "none/fp32/onnxruntime"] == "-0.0800"
+    assert t.loc[("m", "paddle2.6", 13), "none/fp32/onnxruntime"] == "0.0000"
+    with pytest.raises(CompareError, match="not a toolset of this sweep"):
+        pivot(_summary(), "AP", baseline="nope")
+    with pytest.raises(CompareError, match="one of"):
+        pivot(_summary(), "mAP")
+
+
+def test_diff_between_two_sweeps(tmp_path: Path):
+    old, new = tmp_path / "old.csv", tmp_path / "new.csv"
+    _summary(0.40).to_csv(old, index=False)
+    _summary(0.30).to_csv(new, index=False)
+    d = diff(pd.read_csv(old), pd.read_csv(new))
+    assert set(d["backend"]) == {"onnxruntime", "tensorrt_sim"} and set(d["toolset"]) == {"paddle3.3"}
+    assert d["AP_delta"].round(4).tolist() == [-0.1, -0.1]
+    r = subprocess.run([sys.executable, "-m", "quantsweep.cli", "compare", str(old), str(new),
+                        "--format", "csv"], capture_output=True, text=True)
+    assert r.returncode == 0 and "paddle3.3" in r.stdout and "paddle2.6" not in r.stdout
+    r = subprocess.run([sys.executable, "-m", "quantsweep.cli", "compare", str(old), str(old)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "no cell changed" in r.stdout
+    (tmp_path / "bad.csv").write_text("a,b\n1,2\n")
+    r = subprocess.run([sys.executable, "-m", "quantsweep.cli", "compare", str(tmp_path / "bad.csv")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "not a quantsweep summary" in r.stderr
