@@ -43,11 +43,13 @@ def test_rerun_semantics(tmp_path: Path):
     r = snakemake(tmp_path)
     assert jobs_run(r) == {}, r.stderr[-2000:]
 
-    # one model's preprocessing: only that model's evaluations
+    # one model's preprocessing: only that model's chain (its export's parity check and its
+    # evaluation feed images through it); the other model is not touched
     cfg["models"]["demo-torch-onnx"]["preprocess"] = {"mean": [0.5, 0.5, 0.5]}
     write_config(tmp_path, cfg)
     r = snakemake(tmp_path)
-    assert jobs_run(r) == {"evaluate": 1, "summary": 1, "all": 1}, jobs_run(r)
+    assert jobs_run(r) == {"export": 1, "quantize": 1, "build": 1, "evaluate": 1, "summary": 1,
+                           "all": 1}, jobs_run(r)
 
     # the evaluation score threshold: every evaluation, nothing upstream
     cfg["evaluate"] = {"score_threshold": 0.01}
