@@ -108,7 +108,7 @@ def test_paddleslim_ptq_then_paddle2onnx_cache(tmp_path: Path):
     cfg["matrix"] = [{"models": ["demo-paddle"], "toolsets": ["paddle2.6-p2o1.3"], "opsets": [13]},
                      {"models": ["demo-paddle"], "toolsets": ["paddle2.6-p2o1.3"], "opsets": [13],
                       "quantizers": ["paddleslim-ptq"], "precisions": ["int8"],
-                      "backends": ["onnxruntime", "tensorrt_sim"]}]
+                      "backends": ["onnxruntime", "tensorrt_sim", "paddle_inference"]}]
     cfg["quantize"] = {"calib_images": 2}
     write_config(tmp_path, cfg)
     snakemake(tmp_path)
@@ -131,3 +131,9 @@ def test_paddleslim_ptq_then_paddle2onnx_cache(tmp_path: Path):
     assert b["data"]["cache_verdicts"]["8.6.1"]["verdict"] == "uncertain"
     assert b["data"]["cache_verdicts"]["10.13.3"]["verdict"] == "ignored"
     assert b["data"]["int8_layers"] > 0
+    # the quantized Paddle model itself, in Paddle Inference on the CPU (field report 000)
+    pi = rows.loc[f"{base}/paddle_inference"]
+    assert pi["status"] == "ok" and pi["mode"] == "measured"
+    pb = json.loads((tmp_path / "results" / base / "paddle_inference/build/status.json").read_text())
+    assert pb["artifacts"]["model"].endswith("paddleslim-ptq/quantize/paddle_model")
+    assert "Q/DQ ops run in float" in pb["data"]["note"]

@@ -34,6 +34,8 @@ def run(job: Job) -> Result:
                       data={**info, "build_s": round(time.monotonic() - t0, 3)})
     if backend == "tensorrt_sim":
         return simulate_tensorrt(job, precision)
+    if backend == "paddle_inference":
+        return paddle_inference_build(job, precision, int8_model)
     if backend == "trtexec" and not shutil.which("trtexec"):
         raise Skip("missing_requirement", "trtexec is not on PATH (TensorRT is not installed)")
     if backend in ("tensorrt_api", "trtexec"):
@@ -87,3 +89,29 @@ def simulate_tensorrt(job: Job, precision: str) -> Result:
                         "cache_header": cache.header,
                         "cache_verdicts": {v: {"verdict": a, "why": b} for v, (a, b) in verdicts.items()},
                         "build_s": round(time.monotonic() - t0, 3)})
+
+
+def paddle_inference_build(job: Job, precision: str, int8_model: bool) -> Result:
+    """Paddle Inference runs the Paddle model itself (the framework's, or PaddleSlim's quantized
+    one), here on the CPU. Paddle-TRT INT8 needs a GPU build of Paddle with TensorRT."""
+    from quantsweep.backends import paddle_inference
+
+    q = job.inputs["quantize"]
+    model_dir = q["artifacts"].get("paddle_model")
+    if not model_dir:
+        raise Skip("not_applicable", f"paddle_inference runs Paddle models; quantizer "
+                                     f"{q['data'].get('quantizer')!r} of this cell leaves none")
+    if precision == "fp16" or (precision == "int8") != int8_model:
+        raise Skip("precision_mismatch", f"Paddle Inference on the CPU runs the model it is given: "
+                                         f"precision {precision} does not match this "
+                                         f"{'quantized' if int8_model else 'float'} model")
+    ok, why = paddle_inference.available()
+    if not ok:
+        raise ToolFailure("tool_missing", why)
+    data: dict[str, object] = {"model_dir": model_dir, "device": "cpu"}
+    if int8_model:
+        # field report 000: a quantized model in a float configuration; on the CPU Paddle runs
+        # its quantize/dequantize ops in float, which is what this row measures
+        data["note"] = ("a quantized Paddle model in Paddle Inference's CPU (float) configuration: "
+                        "its Q/DQ ops run in float; Paddle-TRT INT8 needs a GPU build")
+    return Result(backend="paddle_inference", artifacts={"model": str(model_dir)}, data=data)

@@ -175,6 +175,8 @@ def run(job: Job) -> Result:
     artifacts = {"model": str(dst), "parity": str(job.out_dir / "parity.json")}
     if extra.get("calibration_file"):
         artifacts["calibration_cache"] = extra["calibration_file"]
+    if spec["source"] in ("paddle", "demo-paddle"):  # what the paddle_inference backend runs
+        artifacts["paddle_model"] = str(job.artifact("framework", "model"))
     if not parity["ok"]:
         return Result(status="failed", reason_class="export_parity", mode="skipped",
                       message=f"the exported model differs from {_ref_name(spec)} on "

@@ -54,7 +54,9 @@ def run(job: Job) -> Result:
     q = job.params["quantizer"]
     model = job.artifact("export", "model")
     if q == "none":
-        return Result(artifacts={"model": str(model)}, data={"quantizer": "none", "int8": False})
+        passed = {k: v for k, v in job.inputs["export"]["artifacts"].items() if k == "paddle_model"}
+        return Result(artifacts={"model": str(model), **passed},
+                      data={"quantizer": "none", "int8": False})
     if q == "ort-qdq":
         from quantsweep.quantize import ort_qdq
 
