@@ -62,6 +62,12 @@ def snakemake(workdir: Path, *args: str, check: bool = True,
     return r
 
 
+def artifact(root: Path, rec: dict, name: str) -> Path:
+    """An artifact of a status record; paths are relative to the workflow's directory."""
+    p = Path(rec["artifacts"][name])
+    return p if p.is_absolute() else root / p
+
+
 def jobs_run(r: subprocess.CompletedProcess) -> dict[str, int]:
     """Jobs Snakemake executed, by rule, from its log."""
     import re

@@ -11,7 +11,7 @@ from pathlib import Path
 import onnx
 import pandas as pd
 import pytest
-from conftest import DEMO_TORCH, PADDLE_TOOLSET, snakemake, tiny_config, write_config
+from conftest import DEMO_TORCH, PADDLE_TOOLSET, artifact, snakemake, tiny_config, write_config
 from helpers_onnx import const_detector
 
 PADDLE_INPUTS = [{"name": "image", "dtype": "float32", "role": "image"},
@@ -76,8 +76,8 @@ def test_paddle2onnx_cli_and_api_write_the_same_graph(sweep: Path):
     assert cli["data"]["method"] == "cli" and api["data"]["method"] == "api"
     assert " --opset_version 13 " in cli["data"]["command"]
     assert cli["data"]["command"].split()[0].endswith("/bin/paddle2onnx")
-    g_api = _graph(Path(api["artifacts"]["model"]))
-    g_cli = _graph(Path(cli["artifacts"]["model"]))
+    g_api = _graph(artifact(sweep, api, "model"))
+    g_cli = _graph(artifact(sweep, cli, "model"))
     assert [n.op_type for n in g_api.node] == [n.op_type for n in g_cli.node]
     assert g_api.SerializeToString() == g_cli.SerializeToString()
     for rec in (api, cli):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import onnx
 import pandas as pd
-from conftest import PADDLE_TOOLSET, jobs_run, snakemake, tiny_config, write_config
+from conftest import PADDLE_TOOLSET, artifact, jobs_run, snakemake, tiny_config, write_config
 
 from quantsweep import calib
 
@@ -46,7 +46,7 @@ def test_ort_qdq_and_simulated_tensorrt_int8(tmp_path: Path):
     q = json.loads((tmp_path / "results/demo-torch/torch2.13/opset13/ort-qdq/quantize/"
                     "status.json").read_text())
     assert q["data"]["calib_images"] == 2 and q["data"]["calibrate_method"] == "MinMax"
-    m = onnx.load(q["artifacts"]["model"])
+    m = onnx.load(str(artifact(tmp_path, q, "model")))
     convs = [n for n in m.graph.node if n.op_type == "Conv"]
     dq_out = {n.output[0] for n in m.graph.node if n.op_type == "DequantizeLinear"}
     # every Conv reads its activation and its weight through a DequantizeLinear
@@ -58,10 +58,11 @@ def test_ort_qdq_and_simulated_tensorrt_int8(tmp_path: Path):
     assert int8["AP_delta_vs_fp32"] == round(int8["AP"] - fp32["AP"], 6)
 
     # the calibration kept as a TensorRT cache, in TensorRT's format, naming graph tensors
-    cache = calib.read(q["artifacts"]["calibration_cache"])
+    cache = calib.read(artifact(tmp_path, q, "calibration_cache"))
     assert cache.header == "TRT-8601-MinMaxCalibration" and cache.scales
     r = subprocess.run([sys.executable, "-m", "quantsweep.cli", "cache", "inspect",
-                        q["artifacts"]["calibration_cache"], "--onnx", q["artifacts"]["float_model"],
+                        str(artifact(tmp_path, q, "calibration_cache")), "--onnx",
+                        str(artifact(tmp_path, q, "float_model")),
                         "--trt-version", "8.6.1", "--trt-version", "10.13.3"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stdout
@@ -125,7 +126,7 @@ def test_paddleslim_ptq_then_paddle2onnx_cache(tmp_path: Path):
     assert "--save_calibration_file" in q["data"]["paddle2onnx_tensorrt"]
     assert q["data"]["quantize_nodes"] > 0  # the ONNX Runtime export is a QDQ graph
     # paddle2onnx 1.3.1's own cache: its placeholder header, with a trailing space
-    cache = calib.read(q["artifacts"]["calibration_cache"])
+    cache = calib.read(artifact(tmp_path, q, "calibration_cache"))
     assert cache.header == "TRT-8XXX-EntropyCalibration2 " and cache.trailing_space
     b = json.loads((tmp_path / "results" / base / "tensorrt_sim/build/status.json").read_text())
     assert b["data"]["cache_verdicts"]["8.6.1"]["verdict"] == "uncertain"

@@ -99,6 +99,37 @@ def _post_evaluate(result: dict[str, Any], out_dir: Path, params: dict[str, Any]
 POST_HOOKS: dict[str, PostHook] = {"evaluate": _post_evaluate, "framework_eval": _post_evaluate}
 
 
+def _run_streaming(cmd: list[str], env: dict[str, str], logfh: Any,
+                   timeout: float) -> tuple[int | None, str]:
+    """Run ``cmd``; copy its output to ``logfh`` line by line; return (exit code or None on
+    timeout, the last lines of its output)."""
+    import collections
+    import threading
+
+    tail: collections.deque[str] = collections.deque(maxlen=4000)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            errors="replace", env=env)
+    assert proc.stdout is not None
+    out = proc.stdout
+
+    def pump() -> None:
+        for line in out:
+            logfh.write(line)
+            logfh.flush()
+            tail.append(line)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        code: int | None = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        code = None
+    reader.join(timeout=10)  # a grandchild may still hold the pipe
+    return code, "".join(tail)
+
+
 def run_stage(stage: str, cell: str, out_dir: Path, toolset_dir: Path | None,
               upstream: dict[str, Path], params: dict[str, Any], log: Path,
               declared: list[str], timeout: float, python: str | None = None,
@@ -150,20 +181,13 @@ def run_stage(stage: str, cell: str, out_dir: Path, toolset_dir: Path | None,
         with open(log, "w") as logfh:
             logfh.write(f"$ {python} {script} {work / 'job.json'}\n")
             logfh.flush()
-            # stdout and stderr together, in order: native tools (paddle2onnx's C++) print
-            # their reason on stdout and abort with the signal report on stderr
-            try:
-                proc = subprocess.run([python, str(script), str(work / "job.json")],
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                      text=True, errors="replace", env=env_vars,
-                                      timeout=timeout, check=False)
-                stderr = proc.stdout
-                returncode = proc.returncode
-            except subprocess.TimeoutExpired as exc:
-                out = exc.output.decode(errors="replace") if isinstance(exc.output, bytes) else (exc.output or "")
-                logfh.write(out)
+            # stdout and stderr together, in order (native tools such as paddle2onnx's C++
+            # print their reason on stdout and abort on stderr), streamed to the log as they
+            # come (a long job can be followed) and kept (the tail) for classification
+            returncode, stderr = _run_streaming([python, str(script), str(work / "job.json")],
+                                                env_vars, logfh, timeout)
+            if returncode is None:
                 return finish("failed", "timeout", f"stage exceeded {timeout:.0f} s")
-            logfh.write(stderr)
         result_path = work / "result.json"
         if not result_path.exists():
             reason, message = classify_exit(returncode, stderr)
