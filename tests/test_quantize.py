@@ -55,6 +55,7 @@ def test_ort_qdq_and_simulated_tensorrt_int8(tmp_path: Path):
     assert q["data"]["dynamic_quantize_nodes"] == 0
     # the INT8 rows carry their FP32 sibling's AP (the delta is what a user compares)
     assert int8["fp32_cell"] == FP32
+    assert int8["model_bytes"] < 0.5 * fp32["model_bytes"]  # INT8 weights: the QDQ graph's size
     assert int8["AP_delta_vs_fp32"] == round(int8["AP"] - fp32["AP"], 6)
 
     # the calibration kept as a TensorRT cache, in TensorRT's format, naming graph tensors

@@ -80,9 +80,11 @@ def cell_row(results: Path, cell: dict[str, Any]) -> dict[str, Any]:
             row["framework_AP"] = fm["AP"]
             if row.get("AP") is not None:
                 row["AP_delta_vs_framework"] = round(row["AP"] - fm["AP"], 6)
-    model_size = exp["artifacts"].get("model") if exp and exp["status"] == "ok" else None
-    if model_size and Path(model_size).exists():
-        row["model_bytes"] = Path(model_size).stat().st_size
+    # the size of what the cell runs: the quantizer's graph (or the export, for quantizer none)
+    built = next((s for s in (stages["quantize"], exp) if s and s["status"] == "ok"), None)
+    model_file = built["artifacts"].get("model") if built else None
+    if model_file and Path(model_file).is_file():
+        row["model_bytes"] = Path(model_file).stat().st_size
     return row
 
 
