@@ -31,6 +31,16 @@ DEMO_TORCH = {
 }
 
 
+# PaddleDetection's deploy contract of the demo detector (outputs read by position)
+DEMO_PADDLE = {
+    "source": "demo-paddle",
+    "inputs": [{"name": "image", "dtype": "float32", "role": "image"},
+               {"name": "im_shape", "dtype": "float32", "role": "im_shape"},
+               {"name": "scale_factor", "dtype": "float32", "role": "scale_factor"}],
+    "decode": {"layout": "paddle_bbox", "bbox": 0, "bbox_num": 1},
+}
+
+
 def tiny_config(**over: object) -> dict:
     cfg = {
         "envs_dir": str(ENVS),

@@ -7,18 +7,13 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from conftest import PADDLE_TOOLSET, snakemake, tiny_config, write_config
+from conftest import DEMO_PADDLE, PADDLE_TOOLSET, snakemake, tiny_config, write_config
 
 
 def _cfg() -> dict:
     cfg = tiny_config()
     cfg["toolsets"]["paddle2.6-p2o1.3"] = PADDLE_TOOLSET
-    cfg["models"]["demo-paddle"] = {
-        "source": "demo-paddle",
-        "inputs": [{"name": "image", "dtype": "float32", "role": "image"},
-                   {"name": "im_shape", "dtype": "float32", "role": "im_shape"},
-                   {"name": "scale_factor", "dtype": "float32", "role": "scale_factor"}],
-        "decode": {"layout": "paddle_bbox", "bbox": 0, "bbox_num": 1}}
+    cfg["models"]["demo-paddle"] = json.loads(json.dumps(DEMO_PADDLE))
     cfg["matrix"].append({"models": ["demo-paddle"], "toolsets": ["paddle2.6-p2o1.3"],
                           "opsets": [13]})
     # a contract that does not match the exported graph (a forum's "input" for "images")

@@ -11,13 +11,9 @@ from pathlib import Path
 import onnx
 import pandas as pd
 import pytest
-from conftest import DEMO_TORCH, PADDLE_TOOLSET, artifact, snakemake, tiny_config, write_config
+from conftest import DEMO_PADDLE, DEMO_TORCH, PADDLE_TOOLSET, artifact, snakemake, tiny_config, write_config
 from helpers_onnx import const_detector
 
-PADDLE_INPUTS = [{"name": "image", "dtype": "float32", "role": "image"},
-                 {"name": "im_shape", "dtype": "float32", "role": "im_shape"},
-                 {"name": "scale_factor", "dtype": "float32", "role": "scale_factor"}]
-PADDLE_DECODE = {"layout": "paddle_bbox", "bbox": 0, "bbox_num": 1}
 P26 = "paddle2.6-p2o1.3"
 
 
@@ -38,7 +34,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("export")
     cfg = tiny_config()
     cfg["toolsets"][P26] = PADDLE_TOOLSET
-    paddle = {"source": "demo-paddle", "inputs": PADDLE_INPUTS, "decode": PADDLE_DECODE}
+    paddle = json.loads(json.dumps(DEMO_PADDLE))
     cfg["models"].update({
         "demo-paddle": paddle,
         "demo-paddle-cli": {**paddle, "export": {"method": "cli"}},
@@ -60,8 +56,8 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (noparams / "inference.pdiparams").unlink()
     (pir / "inference.pdmodel").rename(pir / "inference.json")
     for name, d in (("user-good", good), ("user-noparams", noparams), ("user-pir", pir)):
-        cfg["models"][name] = {"source": "paddle", "path": str(d), "inputs": PADDLE_INPUTS,
-                               "decode": PADDLE_DECODE}
+        cfg["models"][name] = {**json.loads(json.dumps(DEMO_PADDLE)), "source": "paddle",
+                               "path": str(d)}
     cfg["matrix"].append({"models": ["user-good", "user-noparams", "user-pir"],
                           "toolsets": [P26], "opsets": [13]})
     write_config(root, cfg)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import onnx
 import pandas as pd
-from conftest import PADDLE_TOOLSET, artifact, jobs_run, snakemake, tiny_config, write_config
+from conftest import DEMO_PADDLE, PADDLE_TOOLSET, artifact, jobs_run, snakemake, tiny_config, write_config
 
 from quantsweep import calib
 
@@ -101,12 +101,7 @@ def test_ort_qdq_and_simulated_tensorrt_int8(tmp_path: Path):
 def test_paddleslim_ptq_then_paddle2onnx_cache(tmp_path: Path):
     cfg = tiny_config()
     cfg["toolsets"]["paddle2.6-p2o1.3"] = PADDLE_TOOLSET
-    cfg["models"]["demo-paddle"] = {
-        "source": "demo-paddle",
-        "inputs": [{"name": "image", "dtype": "float32", "role": "image"},
-                   {"name": "im_shape", "dtype": "float32", "role": "im_shape"},
-                   {"name": "scale_factor", "dtype": "float32", "role": "scale_factor"}],
-        "decode": {"layout": "paddle_bbox", "bbox": 0, "bbox_num": 1}}
+    cfg["models"]["demo-paddle"] = json.loads(json.dumps(DEMO_PADDLE))
     cfg["matrix"] = [{"models": ["demo-paddle"], "toolsets": ["paddle2.6-p2o1.3"], "opsets": [13]},
                      {"models": ["demo-paddle"], "toolsets": ["paddle2.6-p2o1.3"], "opsets": [13],
                       "quantizers": ["paddleslim-ptq"], "precisions": ["int8"],
