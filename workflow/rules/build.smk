@@ -9,7 +9,9 @@ rule build:
             "build", paths.cell_id(**dict(w.items())), output,
             {"toolset": input.toolset, "quantize": input.quantize}),
         spec=lambda w: spec({"backend": w.backend, "precision": w.precision,
-                             **({"simulate": config["simulate"]} if w.backend == "tensorrt_sim" else {})}),
+                             **({"simulate": config["simulate"]} if w.backend == "tensorrt_sim" else {}),
+                             **({"tensorrt": config["tensorrt"]}
+                                if w.backend in ("tensorrt_api", "trtexec") else {})}),
     log:
         f"logs/build/{paths.CELL}.log",
     shell:

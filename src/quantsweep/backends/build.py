@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import shutil
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from quantsweep.job import Job, Result, Skip, ToolFailure, tool_call
+
+if TYPE_CHECKING:
+    from quantsweep.backends.tensorrt_plan import BuildRequest
 
 
 def run(job: Job) -> Result:
@@ -36,26 +41,100 @@ def run(job: Job) -> Result:
         return simulate_tensorrt(job, precision)
     if backend == "paddle_inference":
         return paddle_inference_build(job, precision, int8_model)
-    if backend == "trtexec" and not shutil.which("trtexec"):
-        raise Skip("missing_requirement", "trtexec is not on PATH (TensorRT is not installed)")
     if backend in ("tensorrt_api", "trtexec"):
-        try:
-            import tensorrt
-        except ImportError:
-            raise Skip("missing_requirement",
-                       "TensorRT is not importable in this toolset (no GPU build here)") from None
-        if not hasattr(tensorrt, "Builder"):  # e.g. only tensorrt-stubs' .pyi files installed
-            raise Skip("missing_requirement", f"{getattr(tensorrt, '__path__', 'tensorrt')}: "
-                                              f"a tensorrt package without the library")
+        return tensorrt_build(job, backend, precision, int8_model)
     raise Skip("not_implemented", f"backend {backend!r} is not implemented in this quantsweep version")
+
+
+def tensorrt_request(job: Job, precision: str, int8_model: bool, trt_version: str) -> BuildRequest:
+    """The cell's TensorRT build: a Q/DQ graph (explicit INT8), or with ``tensorrt.int8:
+    implicit`` the float graph plus the quantizer's calibration cache (TensorRT <= 10)."""
+    from quantsweep.backends.tensorrt_plan import BuildRequest
+
+    opts = job.params.get("tensorrt", {})
+    q = job.inputs["quantize"]
+    implicit = precision == "int8" and opts.get("int8", "explicit") == "implicit"
+    if implicit:
+        cache = q["artifacts"].get("calibration_cache")
+        if not cache:
+            raise Skip("no_cache", f"tensorrt.int8 is implicit but quantizer "
+                                   f"{q['data'].get('quantizer')!r} leaves no calibration cache")
+        onnx, cache_path = Path(q["artifacts"]["float_model"]), Path(cache)
+    else:
+        if (precision == "int8") != int8_model:
+            raise Skip("precision_mismatch",
+                       f"TensorRT {precision} of this {'quantized' if int8_model else 'float'} graph: "
+                       + ("INT8 needs a Q/DQ graph (a quantizer), or tensorrt.int8: implicit with a "
+                          "calibration cache" if precision == "int8" else
+                          "a Q/DQ graph builds as INT8 only"))
+        onnx, cache_path = job.artifact("quantize", "model"), None
+    out = job.out_dir
+    return BuildRequest(onnx=onnx, precision=precision, trt_version=trt_version,
+                        engine=out / "model.engine", cache=cache_path, qdq=int8_model and not implicit,
+                        batch=tuple(opts.get("batch", (1, 1, 1))),  # type: ignore[arg-type]
+                        dims=dict(opts.get("dims", {})),
+                        layer_precisions=dict(opts.get("layer_precisions", {})),
+                        timing_cache=out / "timing.cache", layer_info=out / "layers.json",
+                        profile=out / "profile.json", workspace_mib=opts.get("workspace_mib"))
+
+
+def tensorrt_build(job: Job, backend: str, precision: str, int8_model: bool) -> Result:
+    from quantsweep.backends import tensorrt_api
+
+    ok, version = tensorrt_api.available()
+    if backend == "trtexec":
+        exe = shutil.which("trtexec")
+        if not exe:
+            raise Skip("missing_requirement", "trtexec is not on PATH (TensorRT is not installed)")
+        version = version if ok else str(job.params.get("tensorrt", {}).get("version", ""))
+        if not version:
+            raise Skip("missing_requirement", "trtexec is on PATH but its TensorRT version is unknown: "
+                                              "install the tensorrt Python package in the toolset "
+                                              "or set tensorrt.version")
+        return trtexec_build(job, tensorrt_request(job, precision, int8_model, version), exe)
+    if not ok:
+        raise Skip("missing_requirement", version)
+    req = tensorrt_request(job, precision, int8_model, version)
+    log = job.out_dir / "build.log"
+    info = tensorrt_api.build(req, log)
+    return Result(backend="tensorrt_api", device="cuda",
+                  artifacts={"model": str(req.engine), "build_log": str(log),
+                             "layer_info": str(req.layer_info)}, data=info)
+
+
+def trtexec_build(job: Job, req: BuildRequest, exe: str) -> Result:
+    """Runs trtexec for the cell; its log becomes the row's metrics or its classified error."""
+    import subprocess
+
+    from quantsweep.backends import trtexec
+    from quantsweep.job import describe_exit
+
+    try:
+        cmd = trtexec.command(req, exe=exe)
+    except trtexec.CommandError as exc:
+        raise ToolFailure("unsupported_precision", str(exc)) from None
+    log = job.out_dir / "trtexec.log"
+    t0 = time.monotonic()
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, text=True)
+    text = log.read_text(errors="replace")
+    parsed = trtexec.parse_log(text)
+    data = {"command": cmd, "build_s": round(time.monotonic() - t0, 3), **parsed}
+    if parsed["errors"]:
+        e = parsed["errors"][0]
+        raise ToolFailure(e["class"], f"trtexec: {e['detail']} ({e['meaning']}); log {log}")
+    if proc.returncode != 0 or not parsed["passed"]:
+        cls, msg = describe_exit(proc.returncode, text, "trtexec")
+        raise ToolFailure(cls, f"{msg}; log {log}")
+    return Result(backend="trtexec", device=parsed.get("gpu", "cuda"),
+                  artifacts={"model": str(req.engine), "trtexec_log": str(log),
+                             "layer_info": str(req.layer_info)}, data=data)
 
 
 def simulate_tensorrt(job: Job, precision: str) -> Result:
     """TensorRT INT8 estimated on the CPU: the quantizer's calibration cache applied to the
     float graph as Q/DQ (``quantsweep.calib.qdq``), run later by ONNX Runtime. The row says
     ``mode: simulated``; a cache the simulated TensorRT would ignore fails the row."""
-    from pathlib import Path
-
     from quantsweep import calib
     from quantsweep.calib.inspect import DEFAULT_TRT_VERSIONS
 

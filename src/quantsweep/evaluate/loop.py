@@ -80,6 +80,10 @@ def make_runner(backend: str, model: str, options: dict[str, Any]) -> Any:
         from quantsweep.backends import paddle_inference
 
         return paddle_inference.runner(model, options)
+    if backend in ("tensorrt_api", "trtexec"):  # trtexec's engine runs in the same runtime
+        from quantsweep.backends import tensorrt_api
+
+        return tensorrt_api.runner(model, options)
     if backend == "torch":
         from quantsweep.demo import torch_model
 
