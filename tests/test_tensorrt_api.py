@@ -12,15 +12,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import trt_double
+import trt_stubs
 from onnx import TensorProto, helper, numpy_helper
 
 from quantsweep.backends import tensorrt_api
 from quantsweep.backends.tensorrt_plan import BuildRequest
 from quantsweep.job import ToolFailure
-
-sys.path.insert(0, str(Path(__file__).parent))
-import trt_double  # noqa: E402
-import trt_stubs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 VERSIONS = ["8.6.1.6", "10.13.0.35", "11.0.0.1"]

@@ -92,6 +92,42 @@ def _compare(a: argparse.Namespace) -> int:
     return 0
 
 
+def _bundle(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from quantsweep import handoff
+    from quantsweep.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(a.config)
+        cells = handoff.bundle(cfg, Path(cfg["results_dir"]), Path(a.output), a.cells or None)
+    except (ConfigError, handoff.HandoffError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{a.output}: {len(cells)} TensorRT cells; on a GPU host: sh {a.output}/run_all.sh, "
+          f"then here: quantsweep ingest {a.output}")
+    return 0
+
+
+def _ingest(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from quantsweep import handoff
+    from quantsweep.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(a.config)
+        done = handoff.ingest(Path(a.bundle), Path(cfg["results_dir"]))
+    except (ConfigError, handoff.HandoffError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for cell, status in done.items():
+        print(f"{status:7} {cell}")
+    print(f"{len(done)} cells ingested; `snakemake --cores all` rewrites the summary with them"
+          if done else f"{a.bundle}: no cell has results in its out/ yet")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="quantsweep", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -131,6 +167,16 @@ def main(argv: list[str] | None = None) -> int:
     cp.add_argument("--baseline", help="a toolset: values become the difference to it")
     cp.add_argument("--format", choices=["markdown", "csv", "json"], default="markdown")
     cp.set_defaults(func=_compare)
+    b = sub.add_parser("bundle", help="a folder with the TensorRT cells' graphs, caches and build "
+                                      "scripts, to run on a GPU host")
+    b.add_argument("cells", nargs="*", help="cell ids (default: every TensorRT cell)")
+    b.add_argument("-o", "--output", required=True)
+    b.add_argument("--config", default="config/config.yaml")
+    b.set_defaults(func=_bundle)
+    i = sub.add_parser("ingest", help="read a bundle's GPU results back into its cells")
+    i.add_argument("bundle")
+    i.add_argument("--config", default="config/config.yaml")
+    i.set_defaults(func=_ingest)
     a = ap.parse_args(argv)
     return int(a.func(a))
 

@@ -73,6 +73,14 @@ def cell_row(results: Path, cell: dict[str, Any]) -> dict[str, Any]:
         row["images_per_s"] = ev["data"].get("images_per_s")
         conv = ev["data"].get("input_conversions") or []
         row["input_conversions"] = "; ".join(f"{c['name']}:{c['fed']}->{c['bound']}" for c in conv)
+    b = stages["build"]
+    if b and b["status"] == "ok" and b["device"] not in ("", "cpu"):
+        # an engine built on a GPU (here, or on a GPU host and ingested from a hand-off bundle)
+        row["gpu"] = b["device"]
+        m = b.get("data", {}).get("metrics", {})
+        row["gpu_latency_ms"] = m.get("latency_mean_ms")
+        row["gpu_throughput_qps"] = m.get("throughput_qps")
+        row["engine_from"] = b.get("ingested_from", "")
     fw_path = paths.fill(results, "framework_eval", "metrics.json", **axes)
     if fw_path.exists():
         fm = json.loads(fw_path.read_text())
@@ -121,8 +129,8 @@ def build_summary(results: str | Path, plan: list[dict[str, Any]]) -> Any:
             "AP_delta_vs_framework", "fp32_cell", "AP_delta_vs_fp32", "speedup_vs_fp32",
             "latency_ms", "images_per_s", "model_bytes",
             "opset_written", "exporter", "export_s", "parity_ok", "parity_cosine", "parity_max_abs",
-            "input_conversions", "tool_versions",
-            *[f"{s}_status" for s in CHAIN]]
+            "input_conversions", "tool_versions", "gpu", "gpu_latency_ms", "gpu_throughput_qps",
+            "engine_from", *[f"{s}_status" for s in CHAIN]]
     df = pd.DataFrame(rows)
     for c in cols:
         if c not in df.columns:
