@@ -282,12 +282,12 @@ FIXTURES = Path(__file__).parent / "fixtures" / "trtexec"
 
 
 def build_job(tmp: Path, backend: str, precision: str, model: Path, int8: bool,
-              tensorrt: dict | None = None, cache: Path | None = None):
+              tensorrt: dict | None = None, cache: Path | None = None, float_model: Path | None = None):
     from quantsweep.job import Job
 
     out = tmp / "build"
     out.mkdir(exist_ok=True)
-    arts = {"model": str(model), "float_model": str(model)}
+    arts = {"model": str(model), "float_model": str(float_model or model)}
     if cache:
         arts["calibration_cache"] = str(cache)
     return Job("build", "cell", out, {"backend": backend, "precision": precision,
@@ -357,3 +357,50 @@ def test_build_stage_runs_trtexec_on_path(tmp_path: Path, monkeypatch: pytest.Mo
         build.run(job)
     assert e.value.reason_class == cls
     assert "trtexec.log" in e.value.message
+
+
+def test_int8_fallback_is_a_linked_row_beside_the_failure(tmp_path: Path) -> None:
+    """Field report 003 through the double: 8.6 has no INT8 kernel for the fused conv; the cell
+    stays failed (no_implementation) and its FP16-layer fallback builds."""
+    from quantsweep.backends import build
+    from quantsweep.report.summary import fallback_row
+
+    qdq = detector(tmp_path / "qdq.onnx", qdq=True)
+    with trt_double.installed("8.6.1.6", no_int8_kernel_for=("conv_fused",)):
+        res = build.run(build_job(tmp_path, "tensorrt_api", "int8", qdq, True,
+                                  {"batch": [1, 2, 4], "fallback": "fp16-layers"}))
+        fb = res.data["fallback"]
+        layers = {la["Name"]: la["Precision"] for la in
+                  json.loads(Path(fb["artifacts"]["layer_info"]).read_text())["Layers"]}
+        whole = build.run(build_job(tmp_path, "tensorrt_api", "int8", qdq, True,
+                                    {"batch": [1, 2, 4], "fallback": "fp16"},
+                                    float_model=detector(tmp_path / "float.onnx")))
+        with pytest.raises(ToolFailure):  # no policy: the failure alone
+            build.run(build_job(tmp_path, "tensorrt_api", "int8", qdq, True,
+                                {"batch": [1, 2, 4], "fallback": "none"}))
+    assert (res.status, res.reason_class) == ("failed", "no_implementation")
+    assert fb["status"] == "ok" and fb["layer_precisions"] == {"conv_fused": "fp16"}
+    assert Path(fb["artifacts"]["model"]).parent.name == "fallback"
+    assert layers["conv_fused"] == "HALF" and layers["relu"] == "INT8"
+    assert whole.data["fallback"]["precision"] == "fp16" and whole.data["fallback"]["status"] == "ok"
+    assert whole.data["fallback"]["onnx"].endswith("float.onnx")
+    row = fallback_row({"cell": "m/trt8.6/opset13/ort-qdq/int8/tensorrt_api", "model": "m",
+                        "toolset": "trt8.6", "opset": 13, "quantizer": "ort-qdq", "precision": "int8",
+                        "backend": "tensorrt_api"}, fb)
+    assert row["fallback_of"] == "m/trt8.6/opset13/ort-qdq/int8/tensorrt_api"
+    assert (row["status"], row["precision"]) == ("ok", "int8+fp16-layers")
+    assert "conv_fused:fp16" in row["reason"]
+
+
+def test_a_cache_for_another_graph_fails_before_the_build(tmp_path: Path) -> None:
+    from quantsweep.backends import build
+
+    model = detector(tmp_path / "det.onnx")
+    other = tmp_path / "other.cache"
+    other.write_text("TRT-8601-EntropyCalibration2\np2o.tmp_0: 3c010204\np2o.tmp_1: 3c010204\n")
+    job = build_job(tmp_path, "tensorrt_api", "int8", model, False,
+                    {"int8": "implicit", "batch": [1, 2, 4]}, other)
+    with trt_double.installed("8.6.1.6"), pytest.raises(ToolFailure) as e:
+        build.run(job)
+    assert e.value.reason_class == "invalid_cache"
+    assert str(other) in e.value.message and "another graph" in e.value.message

@@ -23,10 +23,11 @@ from quantsweep.status import write_json_atomic
 class ToolFailure(Exception):
     """An expected failure of a tool: becomes a ``failed`` row, not a crashed rule."""
 
-    def __init__(self, reason_class: str, message: str):
+    def __init__(self, reason_class: str, message: str, detail: str = ""):
         super().__init__(message)
         self.reason_class = reason_class
         self.message = message
+        self.detail = detail  # what the error names (a node, a tensor), when a classifier found it
 
 
 class Skip(Exception):

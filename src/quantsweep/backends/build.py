@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from quantsweep.job import Job, Result, Skip, ToolFailure, tool_call
 
@@ -60,6 +60,7 @@ def tensorrt_request(job: Job, precision: str, int8_model: bool, trt_version: st
             raise Skip("no_cache", f"tensorrt.int8 is implicit but quantizer "
                                    f"{q['data'].get('quantizer')!r} leaves no calibration cache")
         onnx, cache_path = Path(q["artifacts"]["float_model"]), Path(cache)
+        _check_cache(cache_path, onnx, trt_version)
     else:
         if (precision == "int8") != int8_model:
             raise Skip("precision_mismatch",
@@ -78,28 +79,102 @@ def tensorrt_request(job: Job, precision: str, int8_model: bool, trt_version: st
                         profile=out / "profile.json", workspace_mib=opts.get("workspace_mib"))
 
 
+def _check_cache(cache_path: Path, onnx: Path, trt_version: str) -> None:
+    """A cache with errors against the graph (zero/NaN scales; names of another graph) fails
+    the row before TensorRT would quietly build a different engine from it."""
+    from quantsweep import calib
+    from quantsweep.calib.inspect import inspect_cache
+
+    try:
+        cache = calib.read(cache_path)
+    except calib.CacheError as exc:
+        raise ToolFailure("invalid_cache", str(exc)) from None
+    errors = [f for f in inspect_cache(cache, onnx, (trt_version,))["findings"]
+              if f["severity"] == "error"]
+    if errors:
+        raise ToolFailure("invalid_cache", f"{cache_path}: {errors[0]['message']}"
+                          + (f" (and {len(errors) - 1} more errors)" if len(errors) > 1 else ""))
+
+
+FALLBACK_CLASSES = ("no_implementation",)
+
+
 def tensorrt_build(job: Job, backend: str, precision: str, int8_model: bool) -> Result:
+    """A TensorRT engine for the cell. An INT8 build that fails with a class the fallback policy
+    covers (``tensorrt.fallback``) stays a failed row; the fallback build is recorded in it
+    (``data.fallback``) and becomes its own linked row in the summary."""
     from quantsweep.backends import tensorrt_api
 
     ok, version = tensorrt_api.available()
+    exe = None
     if backend == "trtexec":
         exe = shutil.which("trtexec")
         if not exe:
             raise Skip("missing_requirement", "trtexec is not on PATH (TensorRT is not installed)")
-        version = version if ok else str(job.params.get("tensorrt", {}).get("version", ""))
+        version = version if ok else str(job.params.get("tensorrt", {}).get("version") or "")
         if not version:
             raise Skip("missing_requirement", "trtexec is on PATH but its TensorRT version is unknown: "
                                               "install the tensorrt Python package in the toolset "
                                               "or set tensorrt.version")
-        return trtexec_build(job, tensorrt_request(job, precision, int8_model, version), exe)
-    if not ok:
+    elif not ok:
         raise Skip("missing_requirement", version)
     req = tensorrt_request(job, precision, int8_model, version)
-    log = job.out_dir / "build.log"
+    try:
+        return _tensorrt_once(job, backend, req, exe)
+    except ToolFailure as exc:
+        policy = job.params.get("tensorrt", {}).get("fallback", "none")
+        if precision != "int8" or policy == "none" or exc.reason_class not in FALLBACK_CLASSES:
+            raise
+        fb = _fallback(job, backend, req, exe, policy, exc)
+        return Result(status="failed", reason_class=exc.reason_class,
+                      message=f"{exc.message}; fallback {policy}: {fb['status']}"
+                              + (f" ({fb['reason_class']})" if fb["status"] != "ok" else ""),
+                      mode="skipped", backend=backend, data={"fallback": fb})
+
+
+def _tensorrt_once(job: Job, backend: str, req: BuildRequest, exe: str | None) -> Result:
+    from quantsweep.backends import tensorrt_api
+
+    if exe is not None:
+        return trtexec_build(job, req, exe)
+    log = req.engine.parent / "build.log"
     info = tensorrt_api.build(req, log)
     return Result(backend="tensorrt_api", device="cuda",
                   artifacts={"model": str(req.engine), "build_log": str(log),
                              "layer_info": str(req.layer_info)}, data=info)
+
+
+def _fallback(job: Job, backend: str, req: BuildRequest, exe: str | None, policy: str,
+              exc: ToolFailure) -> dict[str, object]:
+    """``fp16-layers``: the failing layer in FP16, the rest as before; ``fp16``: the whole
+    engine FP16 from the float graph."""
+    import dataclasses
+
+    out = job.out_dir / "fallback"
+    out.mkdir(exist_ok=True)
+    where: dict[str, Any] = {"engine": out / "model.engine", "timing_cache": out / "timing.cache",
+             "layer_info": out / "layers.json", "profile": out / "profile.json"}
+    if policy == "fp16-layers":
+        if not exc.detail:
+            return {"policy": policy, "status": "failed", "reason_class": "no_layer_named",
+                    "message": "the error names no layer to run in FP16"}
+        fb = dataclasses.replace(req, layer_precisions={**req.layer_precisions, exc.detail: "fp16"},
+                                 **where)
+    else:
+        q = job.inputs["quantize"]["artifacts"]
+        fb = dataclasses.replace(req, precision="fp16", qdq=False, cache=None,
+                                 onnx=Path(q.get("float_model") or q["model"]), **where)
+    rec: dict[str, object] = {"policy": policy, "after": exc.reason_class, "onnx": str(fb.onnx),
+                              "layer_precisions": fb.layer_precisions, "precision": fb.precision}
+    t0 = time.monotonic()
+    try:
+        res = _tensorrt_once(job, backend, fb, exe)
+    except ToolFailure as err:
+        return {**rec, "status": "failed", "reason_class": err.reason_class, "message": err.message}
+    except Exception as err:  # noqa: BLE001 - e.g. the version refuses layer precisions
+        return {**rec, "status": "failed", "reason_class": "fallback_refused", "message": str(err)}
+    return {**rec, "status": "ok", "device": res.device, "artifacts": res.artifacts,
+            "data": res.data, "build_s": round(time.monotonic() - t0, 3)}
 
 
 def trtexec_build(job: Job, req: BuildRequest, exe: str) -> Result:
@@ -122,7 +197,7 @@ def trtexec_build(job: Job, req: BuildRequest, exe: str) -> Result:
     data = {"command": cmd, "build_s": round(time.monotonic() - t0, 3), **parsed}
     if parsed["errors"]:
         e = parsed["errors"][0]
-        raise ToolFailure(e["class"], f"trtexec: {e['detail']} ({e['meaning']}); log {log}")
+        raise ToolFailure(e["class"], f"trtexec: {e['detail']} ({e['meaning']}); log {log}", e["detail"])
     if proc.returncode != 0 or not parsed["passed"]:
         cls, msg = describe_exit(proc.returncode, text, "trtexec")
         raise ToolFailure(cls, f"{msg}; log {log}")

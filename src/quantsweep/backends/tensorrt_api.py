@@ -125,7 +125,7 @@ def _fail(reason: str, message: str, log: list[str]) -> ToolFailure:
     errors = classify_errors(log)
     if errors:
         e = errors[0]
-        return ToolFailure(e["class"], f"{message}: {e['detail']} ({e['meaning']})")
+        return ToolFailure(e["class"], f"{message}: {e['detail']} ({e['meaning']})", e["detail"])
     last = [ln for ln in log if ln.startswith(("[E]", "[F]"))]
     return ToolFailure(reason, f"{message}" + (f": {last[-1]}" if last else ""))
 

@@ -81,6 +81,8 @@ def cell_row(results: Path, cell: dict[str, Any]) -> dict[str, Any]:
         row["gpu_latency_ms"] = m.get("latency_mean_ms")
         row["gpu_throughput_qps"] = m.get("throughput_qps")
         row["engine_from"] = b.get("ingested_from", "")
+    if b and b["status"] == "failed" and isinstance(b.get("data", {}).get("fallback"), dict):
+        row["_fallback"] = b["data"]["fallback"]
     fw_path = paths.fill(results, "framework_eval", "metrics.json", **axes)
     if fw_path.exists():
         fm = json.loads(fw_path.read_text())
@@ -119,10 +121,35 @@ def add_fp32_sibling(rows: list[dict[str, Any]]) -> None:
             r["speedup_vs_fp32"] = round(sib["latency_ms"] / r["latency_ms"], 3)
 
 
+def fallback_row(failed: dict[str, Any], fb: dict[str, Any]) -> dict[str, Any]:
+    """The linked row of a fallback build: the failed INT8 cell's axes, its own status."""
+    row = {k: failed[k] for k in ("model", "toolset", "opset", "quantizer", "backend")}
+    ok = fb["status"] == "ok"
+    layers = ", ".join(f"{k}:{v}" for k, v in (fb.get("layer_precisions") or {}).items())
+    row.update(cell=f"{failed['cell']}+fallback-{fb['policy']}", precision=f"{failed['precision']}+{fb['policy']}",
+               fallback_of=failed["cell"], status="ok" if ok else "failed", stage="" if ok else "build",
+               reason_class="" if ok else fb.get("reason_class", ""),
+               reason=(f"built after {fb.get('after')} with {layers or fb.get('precision')}" if ok
+                       else fb.get("message", "")),
+               mode="measured" if ok else "skipped", build_status=fb["status"])
+    if ok:
+        row["gpu"] = fb.get("device", "")
+        m = (fb.get("data") or {}).get("metrics", {})
+        row["gpu_latency_ms"] = m.get("latency_mean_ms")
+        row["gpu_throughput_qps"] = m.get("throughput_qps")
+    return row
+
+
 def build_summary(results: str | Path, plan: list[dict[str, Any]]) -> Any:
     import pandas as pd
 
-    rows = [cell_row(Path(results), c) for c in plan]
+    rows = []
+    for planned in plan:
+        row = cell_row(Path(results), planned)
+        fb = row.pop("_fallback", None)
+        rows.append(row)
+        if fb:
+            rows.append(fallback_row(row, fb))
     add_fp32_sibling(rows)
     cols = ["cell", "model", "toolset", "opset", "quantizer", "precision", "backend", "status",
             "stage", "reason_class", "reason", "mode", "device", *METRICS, "framework_AP",
@@ -130,7 +157,7 @@ def build_summary(results: str | Path, plan: list[dict[str, Any]]) -> Any:
             "latency_ms", "images_per_s", "model_bytes",
             "opset_written", "exporter", "export_s", "parity_ok", "parity_cosine", "parity_max_abs",
             "input_conversions", "tool_versions", "gpu", "gpu_latency_ms", "gpu_throughput_qps",
-            "engine_from", *[f"{s}_status" for s in CHAIN]]
+            "engine_from", "fallback_of", *[f"{s}_status" for s in CHAIN]]
     df = pd.DataFrame(rows)
     for c in cols:
         if c not in df.columns:
