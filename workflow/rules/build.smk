@@ -11,7 +11,7 @@ rule build:
         spec=lambda w: spec({"backend": w.backend, "precision": w.precision,
                              **({"simulate": config["simulate"]} if w.backend == "tensorrt_sim" else {}),
                              **({"tensorrt": config["tensorrt"]}
-                                if w.backend in ("tensorrt_api", "trtexec") else {})}),
+                                if w.backend in ("tensorrt_api", "trtexec", "paddle_tensorrt") else {})}),
     log:
         f"logs/build/{paths.CELL}.log",
     shell:

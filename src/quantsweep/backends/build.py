@@ -41,6 +41,8 @@ def run(job: Job) -> Result:
         return simulate_tensorrt(job, precision)
     if backend == "paddle_inference":
         return paddle_inference_build(job, precision, int8_model)
+    if backend == "paddle_tensorrt":
+        return paddle_tensorrt_build(job, precision, int8_model)
     if backend in ("tensorrt_api", "trtexec"):
         return tensorrt_build(job, backend, precision, int8_model)
     raise Skip("not_implemented", f"backend {backend!r} is not implemented in this quantsweep version")
@@ -269,3 +271,40 @@ def paddle_inference_build(job: Job, precision: str, int8_model: bool) -> Result
         data["note"] = ("a quantized Paddle model in Paddle Inference's CPU (float) configuration: "
                         "its Q/DQ ops run in float; Paddle-TRT INT8 needs a GPU build")
     return Result(backend="paddle_inference", artifacts={"model": str(model_dir)}, data=data)
+
+
+def paddle_tensorrt_build(job: Job, precision: str, int8_model: bool) -> Result:
+    """Paddle-TRT (field report 000: the configuration that runs a PaddleSlim-quantized model in
+    INT8): settings checked here, the TensorRT engine built by Paddle when evaluation starts."""
+    from quantsweep.backends import paddle_inference
+    from quantsweep.backends.tensorrt_plan import BuildRequest, Input, profile_shapes
+
+    q = job.inputs["quantize"]
+    model_dir = q["artifacts"].get("paddle_model")
+    if not model_dir:
+        raise Skip("not_applicable", f"paddle_tensorrt runs Paddle models; quantizer "
+                                     f"{q['data'].get('quantizer')!r} of this cell leaves none")
+    if (precision == "int8") != int8_model:
+        raise Skip("precision_mismatch", f"Paddle-TRT {precision} of this "
+                                         f"{'quantized' if int8_model else 'float'} model: INT8 runs "
+                                         f"quantized models (calibration mode off), FP32/FP16 float ones")
+    ok, why = paddle_inference.tensorrt_available()
+    if not ok:
+        raise Skip("missing_requirement", why)
+    opts = job.params.get("tensorrt", {})
+    with tool_call("session_create", f"Paddle Inference could not load {model_dir}"):
+        probe = paddle_inference.Runner(model_dir, {"threads": 1})
+    inputs = [Input(b.name, [d if isinstance(d, int) and d > 0 else None for d in b.shape])
+              for b in probe.inputs]
+    req = BuildRequest(onnx=Path(model_dir), precision=precision, trt_version=why,
+                       engine=job.out_dir, batch=tuple(opts.get("batch", (1, 1, 1))),  # type: ignore[arg-type]
+                       dims=dict(opts.get("dims", {})))
+    try:
+        shapes = profile_shapes(inputs, req)
+    except Exception as exc:  # noqa: BLE001 - CommandError: a dynamic dim without a size
+        raise ToolFailure("invalid_config", str(exc)) from None
+    trt = {"precision": precision, "quantized": int8_model, "shapes": shapes,
+           "workspace_mib": opts.get("workspace_mib") or 1024}
+    return Result(backend="paddle_tensorrt", device="cuda", artifacts={"model": str(model_dir)},
+                  data={"paddle_tensorrt": trt, "tensorrt": why})
+

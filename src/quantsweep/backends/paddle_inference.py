@@ -1,4 +1,6 @@
-"""Paddle Inference backend: the predictor on the CPU (run for real here)."""
+"""Paddle Inference backend: the predictor on the CPU (run for real here), and Paddle-TRT (the
+``paddle_tensorrt`` backend: Paddle's TensorRT subgraph engine, INT8 for an already-quantized
+model with calibration mode off), which needs a Paddle compiled with CUDA and TensorRT."""
 
 from __future__ import annotations
 
@@ -23,6 +25,47 @@ def available() -> tuple[bool, str]:
     return True, ""
 
 
+def tensorrt_available() -> tuple[bool, str]:
+    """Paddle-TRT needs a Paddle built with CUDA and TensorRT; a CPU wheel reports (0, 0, 0)."""
+    ok, why = available()
+    if not ok:
+        return ok, why
+    import paddle
+    from paddle import inference
+
+    built = tuple(inference.get_trt_compile_version())
+    if not paddle.is_compiled_with_cuda() or not any(built):
+        return False, (f"paddle {paddle.__version__} in this toolset is not compiled with CUDA and "
+                       f"TensorRT (get_trt_compile_version() = {built}): Paddle-TRT needs a GPU build")
+    return True, f"TensorRT {'.'.join(map(str, built))}"
+
+
+PRECISIONS = {"int8": "Int8", "fp16": "Half", "fp32": "Float32"}
+
+
+def configure_tensorrt(cfg: Any, precision: str, quantized: bool,
+                       shapes: dict[str, tuple[list[int], ...]], options: dict[str, Any]) -> None:
+    """Paddle-TRT on ``cfg`` (a ``paddle.inference.Config``): the GPU, the TensorRT subgraph
+    engine at ``precision``, dynamic-shape ranges per input. An already-quantized model (Q/DQ
+    ops from PaddleSlim) builds INT8 from its own scales, so calibration mode is off; INT8 of a
+    float model would calibrate at run time, which this backend does not do."""
+    from paddle import inference
+
+    if precision == "int8" and not quantized:
+        raise ValueError("Paddle-TRT INT8 here runs quantized models (calibration mode off): "
+                         "quantize with PaddleSlim first")
+    cfg.enable_use_gpu(int(options.get("gpu_mem_mb", 256)), int(options.get("device_id", 0)))
+    cfg.enable_tensorrt_engine(
+        workspace_size=int(options.get("workspace_mib", 1024)) << 20, max_batch_size=1,
+        min_subgraph_size=int(options.get("min_subgraph_size", 3)),
+        precision_mode=getattr(inference.PrecisionType, PRECISIONS[precision]),
+        use_static=False, use_calib_mode=False)
+    if shapes:
+        cfg.set_trt_dynamic_shape_info({k: v[0] for k, v in shapes.items()},
+                                       {k: v[2] for k, v in shapes.items()},
+                                       {k: v[1] for k, v in shapes.items()})
+
+
 class Runner:
     def __init__(self, model_dir: str | Path, options: dict[str, Any]):
         d = Path(model_dir)
@@ -34,13 +77,19 @@ class Runner:
         from paddle import inference
 
         cfg = inference.Config(str(model_file), str(d / "inference.pdiparams"))
-        cfg.disable_gpu()
-        cfg.set_cpu_math_library_num_threads(int(options.get("threads", 1)))
-        if not options.get("onednn", False):
-            cfg.disable_mkldnn()
+        trt = options.get("paddle_tensorrt")
+        if trt:  # {precision, quantized, shapes, ...}: Paddle-TRT on the GPU
+            configure_tensorrt(cfg, trt["precision"], bool(trt.get("quantized")),
+                               trt.get("shapes", {}), trt)
+            self.device = "cuda"
+        else:
+            cfg.disable_gpu()
+            cfg.set_cpu_math_library_num_threads(int(options.get("threads", 1)))
+            if not options.get("onednn", False):
+                cfg.disable_mkldnn()
+            self.device = "cpu"
         cfg.disable_glog_info()
         self.predictor = inference.create_predictor(cfg)
-        self.device = "cpu"
         self.meta = json.loads((d / "meta.json").read_text()) if (d / "meta.json").exists() else {}
         names = self.predictor.get_input_names()
         self.inputs = []

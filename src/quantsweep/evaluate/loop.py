@@ -76,7 +76,7 @@ def make_runner(backend: str, model: str, options: dict[str, Any]) -> Any:
         from quantsweep.backends import onnxruntime as ortb
 
         return ortb.runner(model, options)
-    if backend == "paddle_inference":
+    if backend in ("paddle_inference", "paddle_tensorrt"):
         from quantsweep.backends import paddle_inference
 
         return paddle_inference.runner(model, options)
@@ -99,6 +99,8 @@ def run(job: Job) -> Result:
     model = str(job.artifact(upstream, "model"))
     backend = p["backend"]
     opts = {"threads": p["evaluate"]["threads"], **p.get("backend_options", {})}
+    if backend == "paddle_tensorrt":  # the Paddle-TRT settings the build stage worked out
+        opts["paddle_tensorrt"] = job.inputs[upstream]["data"]["paddle_tensorrt"]
     with tool_call("runner_create", f"{backend} could not load {model}"):
         runner = make_runner(backend, model, opts)
     dets, stats = evaluate_runner(runner, p["model_spec"], manifest, p["evaluate"])
