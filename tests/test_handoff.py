@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import trt_double
 from conftest import DEMO_TORCH, TORCH_TOOLSET, tiny_config
-from test_tensorrt_api import detector
+from helpers_onnx import detector
 
 from quantsweep import handoff, matrix, paths
 from quantsweep.config import validate_config

@@ -9,12 +9,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
 import trt_double
 import trt_stubs
-from onnx import TensorProto, helper, numpy_helper
+from helpers_onnx import detector, feeds, ort_outputs
 
 from quantsweep.backends import tensorrt_api
 from quantsweep.backends.tensorrt_plan import BuildRequest
@@ -22,59 +20,6 @@ from quantsweep.job import ToolFailure
 
 ROOT = Path(__file__).resolve().parents[1]
 VERSIONS = ["8.6.1.6", "10.13.0.35", "11.0.0.1"]
-
-
-def detector(path: Path, qdq: bool = False, custom_op: bool = False) -> Path:
-    """images [N,3,8,8] float + orig_target_sizes [N,2] int64 (RT-DETR's contract) ->
-    boxes [N,2] = sizes * mean(relu(conv(images))), scores [N,4]."""
-    rng = np.random.default_rng(0)
-    w = numpy_helper.from_array(rng.normal(0, 0.3, (4, 3, 3, 3)).astype(np.float32), "w")
-    inits = [w]
-    x = "images"
-    nodes = []
-    if qdq:
-        inits += [numpy_helper.from_array(np.array(0.02, np.float32), "s"),
-                  numpy_helper.from_array(np.array(0, np.int8), "z")]
-        nodes += [helper.make_node("QuantizeLinear", ["images", "s", "z"], ["q"], name="q_in"),
-                  helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"], name="dq_in")]
-        x = "dq"
-    nodes += [
-        helper.make_node("Conv", [x, "w"], ["c"], name="conv_fused", pads=[1, 1, 1, 1]),
-        helper.make_node("Relu", ["c"], ["r"], name="relu"),
-        helper.make_node("ReduceMean", ["r"], ["scores"], name="pool", axes=[2, 3], keepdims=0),
-        helper.make_node("ReduceMean", ["scores"], ["m"], name="mean", axes=[1], keepdims=1),
-        helper.make_node("Cast", ["orig_target_sizes"], ["sz"], name="cast", to=TensorProto.FLOAT),
-        helper.make_node("Mul", ["sz", "m"], ["boxes"], name="scale"),
-    ]
-    if custom_op:
-        nodes.append(helper.make_node("FancyNMS", ["boxes"], ["boxes2"], name="nms",
-                                      domain="com.example"))
-    g = helper.make_graph(
-        nodes, "det",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["N", 3, 8, 8]),
-         helper.make_tensor_value_info("orig_target_sizes", TensorProto.INT64, ["N", 2])],
-        [helper.make_tensor_value_info("boxes" if not custom_op else "boxes2", TensorProto.FLOAT,
-                                       ["N", 2]),
-         helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["N", 4])],
-        inits)
-    opsets = [helper.make_opsetid("", 13)] + ([helper.make_opsetid("com.example", 1)] if custom_op else [])
-    m = helper.make_model(g, opset_imports=opsets)
-    if not custom_op:
-        onnx.checker.check_model(m)
-    onnx.save(m, str(path))
-    return path
-
-
-def feeds(n: int = 2) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(1)
-    return {"images": rng.random((n, 3, 8, 8), dtype=np.float32),
-            "orig_target_sizes": np.array([[640, 480], [1280, 720]][:n], dtype=np.int64)}
-
-
-def ort_outputs(model: Path, f: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    s = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    names = [o.name for o in s.get_outputs()]
-    return dict(zip(names, s.run(names, f), strict=True))
 
 
 def request(tmp: Path, model: Path, precision: str, version: str, **kw: object) -> BuildRequest:

@@ -128,6 +128,33 @@ def _ingest(a: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(a: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from quantsweep import doctor, paths
+    from quantsweep.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(a.config)
+        results = Path(cfg["results_dir"])
+        axes = doctor.resolve(a.cell, results)
+        manifest = paths.dataset_dir("resources", cfg["dataset"]["name"]) / "manifest.json"
+        ann = None
+        if manifest.exists():
+            ann = Path(json.loads(manifest.read_text())["splits"]["val"]["annotations"])
+        findings = doctor.diagnose(results, axes, ann)
+    except (ConfigError, doctor.DoctorError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cell = paths.cell_id(**axes)
+    if a.json:
+        print(json.dumps({"cell": cell, "findings": findings}, indent=2, default=str))
+    else:
+        print(doctor.format_findings(cell, findings))
+    return 1 if any(f["severity"] == "error" for f in findings) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="quantsweep", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -177,6 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("bundle")
     i.add_argument("--config", default="config/config.yaml")
     i.set_defaults(func=_ingest)
+    dr = sub.add_parser("doctor", help="every check on one cell (field reports 000-004): findings "
+                                       "with evidence and the fix; exit 1 when one is an error")
+    dr.add_argument("cell", help="a cell id, or a path inside a cell's results directory")
+    dr.add_argument("--config", default="config/config.yaml")
+    dr.add_argument("--json", action="store_true")
+    dr.set_defaults(func=_doctor)
     a = ap.parse_args(argv)
     return int(a.func(a))
 
