@@ -92,3 +92,30 @@ def jobs_run(r: subprocess.CompletedProcess) -> dict[str, int]:
 def tiny(tmp_path: Path) -> Path:
     write_config(tmp_path, tiny_config())
     return tmp_path
+
+
+PADDLESLIM_CELLS = "demo-paddle/paddle2.6-p2o1.3/opset13/paddleslim-ptq/int8"
+
+
+@pytest.fixture(scope="session")
+def paddleslim_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real tiny sweep: demo-paddle quantized by PaddleSlim in Paddle 2.6, converted by
+    paddle2onnx 1.3.1 (QDQ, and float + TensorRT cache), run on ONNX Runtime, simulated TensorRT,
+    Paddle Inference's float CPU configuration and Paddle-TRT. Shared by test_quantize and the
+    field-report scenarios 000 and 001."""
+    import json
+
+    root = tmp_path_factory.mktemp("paddleslim")
+    cfg = tiny_config()
+    cfg["toolsets"]["paddle2.6-p2o1.3"] = PADDLE_TOOLSET
+    cfg["models"]["demo-paddle"] = json.loads(json.dumps(DEMO_PADDLE))
+    cfg["matrix"] = [{"models": ["demo-paddle"], "toolsets": ["paddle2.6-p2o1.3"], "opsets": [13]},
+                     {"models": ["demo-paddle"], "toolsets": ["paddle2.6-p2o1.3"], "opsets": [13],
+                      "quantizers": ["paddleslim-ptq"], "precisions": ["int8"],
+                      "backends": ["onnxruntime", "tensorrt_sim", "paddle_inference",
+                                   "paddle_tensorrt"]}]
+    cfg["quantize"] = {"calib_images": 2}
+    write_config(root, cfg)
+    snakemake(root)
+    return root
+

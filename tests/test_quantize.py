@@ -12,7 +12,7 @@ from pathlib import Path
 
 import onnx
 import pandas as pd
-from conftest import DEMO_PADDLE, PADDLE_TOOLSET, artifact, jobs_run, snakemake, tiny_config, write_config
+from conftest import artifact, jobs_run, snakemake, tiny_config, write_config
 
 from quantsweep import calib
 
@@ -98,17 +98,8 @@ def test_ort_qdq_and_simulated_tensorrt_int8(tmp_path: Path):
     assert rows.loc[FP32, "status"] == "ok"  # the FP32 cell was not touched
 
 
-def test_paddleslim_ptq_then_paddle2onnx_cache(tmp_path: Path):
-    cfg = tiny_config()
-    cfg["toolsets"]["paddle2.6-p2o1.3"] = PADDLE_TOOLSET
-    cfg["models"]["demo-paddle"] = json.loads(json.dumps(DEMO_PADDLE))
-    cfg["matrix"] = [{"models": ["demo-paddle"], "toolsets": ["paddle2.6-p2o1.3"], "opsets": [13]},
-                     {"models": ["demo-paddle"], "toolsets": ["paddle2.6-p2o1.3"], "opsets": [13],
-                      "quantizers": ["paddleslim-ptq"], "precisions": ["int8"],
-                      "backends": ["onnxruntime", "tensorrt_sim", "paddle_inference"]}]
-    cfg["quantize"] = {"calib_images": 2}
-    write_config(tmp_path, cfg)
-    snakemake(tmp_path)
+def test_paddleslim_ptq_then_paddle2onnx_cache(paddleslim_sweep: Path):
+    tmp_path = paddleslim_sweep
     rows = _rows(tmp_path)
     base = "demo-paddle/paddle2.6-p2o1.3/opset13/paddleslim-ptq/int8"
     assert rows.loc[f"{base}/onnxruntime", "status"] == "ok"

@@ -160,8 +160,10 @@ def _fallback(job: Job, backend: str, req: BuildRequest, exe: str | None, policy
         if not exc.detail:
             return {"policy": policy, "status": "failed", "reason_class": "no_layer_named",
                     "message": "the error names no layer to run in FP16"}
-        fb = dataclasses.replace(req, layer_precisions={**req.layer_precisions, exc.detail: "fp16"},
-                                 **where)
+        from quantsweep.backends.trtexec import fused_layers
+
+        layers = {name: "fp16" for name in fused_layers(exc.detail)}
+        fb = dataclasses.replace(req, layer_precisions={**req.layer_precisions, **layers}, **where)
     else:
         q = job.inputs["quantize"]["artifacts"]
         fb = dataclasses.replace(req, precision="fp16", qdq=False, cache=None,

@@ -97,6 +97,12 @@ ERROR_CLASSES: list[tuple[str, re.Pattern[str], str]] = [
 ]
 
 
+def fused_layers(node: str) -> list[str]:
+    """The layers a TensorRT node name fuses: ``A + PWN(PWN(B), C)`` -> [A, B, C]."""
+    cleaned = re.sub(r"\b[A-Za-z]+\(", "(", node)  # PWN( / ForeignNode( wrappers
+    return [t for t in re.findall(r"[^\s,()+]+", cleaned) if t]
+
+
 def classify_errors(lines: list[str]) -> list[dict[str, str]]:
     """The error lines of a TensorRT log (trtexec's, or the builder's logger) that match a known
     class, in the log's order."""
