@@ -20,6 +20,7 @@ from quantsweep import matrix, paths
 from quantsweep.status import read_status
 
 SEVERITIES = ("error", "warning", "info")
+CACHE_BACKENDS = ("tensorrt_sim", "tensorrt_api", "trtexec")
 NEAR_ZERO_AP = 0.05  # "AP collapsed": below this while the FP32 sibling is above 4x it
 
 
@@ -73,7 +74,8 @@ def diagnose(results: Path, axes: dict[str, Any], annotations: Path | None = Non
     ap, fp32_ap = _ap(results, axes), _fp32_ap(results, axes)
     out += check_float_backend(axes, bp, b, ap, fp32_ap)
     if q and q["status"] == "ok":
-        out += check_cache(q, qp, axes, root)
+        if axes["backend"] in CACHE_BACKENDS:  # the cells that read the calibration cache
+            out += check_cache(q, qp, axes, root)
         out += check_runtime_scales(q, qp, root)
     if b:
         out += check_build_errors(b, bp)

@@ -17,6 +17,7 @@ rule summary:
     """One row per cell of the matrix: results/summary.csv."""
     input:
         plan=f"{RESULTS}/plan.json",
+        manifest=MANIFEST,
         toolsets=sorted({P("toolset", "status.json").format(toolset=c.cell.toolset) for c in CELLS}),
         evaluate=[P("evaluate", "metrics.json").format(**c.axes()) for c in PLANNED],
         framework=[P("framework_eval", "metrics.json").format(model=m, toolset=t)
@@ -27,4 +28,5 @@ rule summary:
         "logs/summary.log",
     shell:
         "{PY} {SCRIPTS}/summary.py --results $(dirname {output}) --plan {input.plan} --out {output} "
+        "--manifest {input.manifest} "
         "> {log} 2>&1 || (cat {log} >&2; exit 1)"

@@ -140,12 +140,32 @@ def fallback_row(failed: dict[str, Any], fb: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def build_summary(results: str | Path, plan: list[dict[str, Any]]) -> Any:
+def doctor_codes(results: Path, row: dict[str, Any], annotations: Path | None) -> str:
+    """The doctor's errors and warnings for a cell, by code (``quantsweep doctor`` has the
+    evidence)."""
+    from quantsweep import doctor
+
+    if row.get("status") == "excluded" or "fallback_of" in row:
+        return ""
+    axes = {k: row[k] for k in ("model", "toolset", "opset", "quantizer", "precision", "backend")}
+    try:
+        found = doctor.diagnose(results, axes, annotations)
+    except doctor.DoctorError:
+        return ""
+    except Exception as exc:  # noqa: BLE001 - a check that breaks must not lose the summary
+        return f"doctor failed: {type(exc).__name__}: {exc}"[:200]
+    codes = {f"{f['severity']}:{f['code']}": None for f in found if f["severity"] != "info"}
+    return "; ".join(codes)
+
+
+def build_summary(results: str | Path, plan: list[dict[str, Any]],
+                  annotations: Path | None = None) -> Any:
     import pandas as pd
 
     rows = []
     for planned in plan:
         row = cell_row(Path(results), planned)
+        row["doctor"] = doctor_codes(Path(results), row, annotations)
         fb = row.pop("_fallback", None)
         rows.append(row)
         if fb:
@@ -157,7 +177,7 @@ def build_summary(results: str | Path, plan: list[dict[str, Any]]) -> Any:
             "latency_ms", "images_per_s", "model_bytes",
             "opset_written", "exporter", "export_s", "parity_ok", "parity_cosine", "parity_max_abs",
             "input_conversions", "tool_versions", "gpu", "gpu_latency_ms", "gpu_throughput_qps",
-            "engine_from", "fallback_of", *[f"{s}_status" for s in CHAIN]]
+            "engine_from", "fallback_of", "doctor", *[f"{s}_status" for s in CHAIN]]
     df = pd.DataFrame(rows)
     for c in cols:
         if c not in df.columns:
@@ -170,9 +190,13 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--results", required=True)
     ap.add_argument("--plan", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--manifest", help="the dataset manifest: the doctor's detection checks")
     a = ap.parse_args(argv)
     plan = json.loads(Path(a.plan).read_text())
-    df = build_summary(a.results, plan)
+    ann = None
+    if a.manifest and Path(a.manifest).exists():
+        ann = Path(json.loads(Path(a.manifest).read_text())["splits"]["val"]["annotations"])
+    df = build_summary(a.results, plan, ann)
     write_text_atomic(a.out, df.to_csv(index=False))
     counts = df["status"].value_counts().to_dict()
     print(f"{len(df)} cells: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
