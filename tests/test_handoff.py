@@ -121,3 +121,21 @@ def test_bad_bundle_requests_say_what_is_wrong(sweep: tuple[dict, Path], tmp_pat
     assert not (tmp_path / "c").exists() and not (tmp_path / "c.partial").exists()
     with pytest.raises(handoff.HandoffError, match="not a quantsweep bundle"):
         handoff.ingest(tmp_path, results)
+
+
+def test_tensorrt_rows_point_at_their_simulated_sibling() -> None:
+    from quantsweep.report.summary import add_simulated_sibling
+
+    def row(toolset: str, backend: str, status: str = "skipped", quantizer: str = "ort-qdq",
+            **kw: object) -> dict:
+        return {"cell": f"m/{toolset}/opset13/{quantizer}/int8/{backend}", "model": "m",
+                "toolset": toolset, "opset": 13, "quantizer": quantizer, "precision": "int8",
+                "backend": backend, "status": status, **kw}
+
+    rows = [row("ort1.20", "tensorrt_sim", "ok", AP=0.45), row("trt8.6", "tensorrt_api"),
+            row("trt10.13", "trtexec"), row("trt8.6", "tensorrt_api", quantizer="other"),
+            row("ort1.20", "onnxruntime", "ok", AP=0.47)]
+    add_simulated_sibling(rows)
+    assert rows[1]["simulated_sibling"] == rows[2]["simulated_sibling"] == rows[0]["cell"]
+    assert rows[1]["simulated_AP"] == 0.45
+    assert "simulated_sibling" not in rows[3] and "simulated_sibling" not in rows[4]

@@ -121,6 +121,20 @@ def add_fp32_sibling(rows: list[dict[str, Any]]) -> None:
             r["speedup_vs_fp32"] = round(sib["latency_ms"] / r["latency_ms"], 3)
 
 
+def add_simulated_sibling(rows: list[dict[str, Any]]) -> None:
+    """Each TensorRT row (tensorrt_api, trtexec) gets the CPU estimate of the same graph: the
+    tensorrt_sim row of the same model, opset, quantizer and precision (any toolset), whose
+    numbers stay labelled simulated."""
+    sims = {(r["model"], r["opset"], r["quantizer"], r["precision"]): r for r in rows
+            if r["backend"] == "tensorrt_sim" and r.get("status") == "ok"}
+    for r in rows:
+        if r["backend"] in ("tensorrt_api", "trtexec") and "fallback_of" not in r:
+            sib = sims.get((r["model"], r["opset"], r["quantizer"], r["precision"]))
+            if sib is not None:
+                r["simulated_sibling"] = sib["cell"]
+                r["simulated_AP"] = sib.get("AP")
+
+
 def fallback_row(failed: dict[str, Any], fb: dict[str, Any]) -> dict[str, Any]:
     """The linked row of a fallback build: the failed INT8 cell's axes, its own status."""
     row = {k: failed[k] for k in ("model", "toolset", "opset", "quantizer", "backend")}
@@ -171,13 +185,15 @@ def build_summary(results: str | Path, plan: list[dict[str, Any]],
         if fb:
             rows.append(fallback_row(row, fb))
     add_fp32_sibling(rows)
+    add_simulated_sibling(rows)
     cols = ["cell", "model", "toolset", "opset", "quantizer", "precision", "backend", "status",
             "stage", "reason_class", "reason", "mode", "device", *METRICS, "framework_AP",
             "AP_delta_vs_framework", "fp32_cell", "AP_delta_vs_fp32", "speedup_vs_fp32",
             "latency_ms", "images_per_s", "model_bytes",
             "opset_written", "exporter", "export_s", "parity_ok", "parity_cosine", "parity_max_abs",
             "input_conversions", "tool_versions", "gpu", "gpu_latency_ms", "gpu_throughput_qps",
-            "engine_from", "fallback_of", "doctor", *[f"{s}_status" for s in CHAIN]]
+            "engine_from", "fallback_of", "simulated_sibling", "simulated_AP", "doctor",
+            *[f"{s}_status" for s in CHAIN]]
     df = pd.DataFrame(rows)
     for c in cols:
         if c not in df.columns:
