@@ -116,8 +116,10 @@ def test_bad_bundle_requests_say_what_is_wrong(sweep: tuple[dict, Path], tmp_pat
     with pytest.raises(handoff.HandoffError, match="not cells of this configuration"):
         handoff.bundle(cfg, results, tmp_path / "b", ["nope"])
     shutil.rmtree(results / "demo-torch" / "torch2.13")
-    with pytest.raises(handoff.HandoffError, match="run the sweep first"):
+    with pytest.raises(handoff.HandoffError, match="no TensorRT cell has a graph yet"):
         handoff.bundle(cfg, results, tmp_path / "c")
+    with pytest.raises(handoff.HandoffError, match="run the sweep first"):
+        handoff.bundle(cfg, results, tmp_path / "c", ["demo-torch/trt8.6/opset13/none/fp32/trtexec"])
     assert not (tmp_path / "c").exists() and not (tmp_path / "c.partial").exists()
     with pytest.raises(handoff.HandoffError, match="not a quantsweep bundle"):
         handoff.ingest(tmp_path, results)

@@ -104,6 +104,11 @@ def _bundle(a: argparse.Namespace) -> int:
     except (ConfigError, handoff.HandoffError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    import json
+
+    left_out = json.loads((Path(a.output) / "manifest.json").read_text())["left_out"]
+    for why in left_out:
+        print(f"left out: {why}", file=sys.stderr)
     print(f"{a.output}: {len(cells)} TensorRT cells; on a GPU host: sh {a.output}/run_all.sh, "
           f"then here: quantsweep ingest {a.output}")
     return 0

@@ -103,9 +103,15 @@ def _bundle(cfg: dict[str, Any], results: Path, out: Path, selected: list[str] |
     lib = out / "lib" / "quantsweep"
     shutil.copytree(Path(__file__).parent, lib, ignore=shutil.ignore_patterns("__pycache__"))
     opts = cfg.get("tensorrt", {})
-    written, requirements = [], {}
+    written, requirements, missing = [], {}, []
     for cell in trt_cells:
-        q, graph_from = _graph(results, cell, planned)
+        try:
+            q, graph_from = _graph(results, cell, planned)
+        except HandoffError as exc:
+            if selected:  # a cell asked for by name must be bundled
+                raise
+            missing.append(str(exc))
+            continue
         d = out / "cells" / _slug(cell.id)
         d.mkdir()
         arts = q["artifacts"]
@@ -144,9 +150,12 @@ def _bundle(cfg: dict[str, Any], results: Path, out: Path, selected: list[str] |
         (d / "run.sh").chmod(0o755)
         requirements[cell.toolset] = cfg["toolsets"][cell.toolset].get("packages", [])
         written.append(cell.id)
+    if not written:
+        raise HandoffError("no TensorRT cell has a graph yet:\n" + "\n".join(missing))
     for toolset, pkgs in requirements.items():
         write_text_atomic(out / f"requirements-{toolset}.txt", "\n".join(map(str, pkgs)) + "\n")
-    write_json_atomic(out / "manifest.json", {"cells": {c: _slug(c) for c in written}})
+    write_json_atomic(out / "manifest.json", {"cells": {c: _slug(c) for c in written},
+                                              "left_out": missing})
     write_text_atomic(out / "run_all.sh", "#!/bin/sh\n# each cell writes its out/; a failing cell "
                       "does not stop the others\nfor s in cells/*/run.sh; do sh \"$s\" || echo "
                       "\"$s: exit $?\" >&2; done\n")

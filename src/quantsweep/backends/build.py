@@ -249,16 +249,21 @@ def simulate_tensorrt(job: Job, precision: str) -> Result:
                         "build_s": round(time.monotonic() - t0, 3)})
 
 
+def _paddle_model(job: Job, backend: str) -> str:
+    q = job.inputs["quantize"]
+    model_dir = q["artifacts"].get("paddle_model")
+    if not model_dir:
+        raise Skip("not_applicable", f"{backend} runs Paddle models; quantizer "
+                                     f"{q['data'].get('quantizer')!r} of this cell leaves none")
+    return str(model_dir)
+
+
 def paddle_inference_build(job: Job, precision: str, int8_model: bool) -> Result:
     """Paddle Inference runs the Paddle model itself (the framework's, or PaddleSlim's quantized
     one), here on the CPU. Paddle-TRT INT8 needs a GPU build of Paddle with TensorRT."""
     from quantsweep.backends import paddle_inference
 
-    q = job.inputs["quantize"]
-    model_dir = q["artifacts"].get("paddle_model")
-    if not model_dir:
-        raise Skip("not_applicable", f"paddle_inference runs Paddle models; quantizer "
-                                     f"{q['data'].get('quantizer')!r} of this cell leaves none")
+    model_dir = _paddle_model(job, "paddle_inference")
     if precision == "fp16" or (precision == "int8") != int8_model:
         raise Skip("precision_mismatch", f"Paddle Inference on the CPU runs the model it is given: "
                                          f"precision {precision} does not match this "
@@ -281,11 +286,7 @@ def paddle_tensorrt_build(job: Job, precision: str, int8_model: bool) -> Result:
     from quantsweep.backends import paddle_inference
     from quantsweep.backends.tensorrt_plan import BuildRequest, Input, profile_shapes
 
-    q = job.inputs["quantize"]
-    model_dir = q["artifacts"].get("paddle_model")
-    if not model_dir:
-        raise Skip("not_applicable", f"paddle_tensorrt runs Paddle models; quantizer "
-                                     f"{q['data'].get('quantizer')!r} of this cell leaves none")
+    model_dir = _paddle_model(job, "paddle_tensorrt")
     if (precision == "int8") != int8_model:
         raise Skip("precision_mismatch", f"Paddle-TRT {precision} of this "
                                          f"{'quantized' if int8_model else 'float'} model: INT8 runs "
