@@ -22,12 +22,14 @@ FIXTURES = Path(__file__).parent / "fixtures" / "trtexec"
 
 def config() -> dict:
     trt = {f"trt{v}": {"packages": [f"tensorrt=={p}", "cuda-python"], "requires": ["gpu", "tensorrt"]}
-           for v, p in (("8.6", "8.6.1.6"), ("10.13", "10.13.0.35"))}
+           for v, p in (("8.6", "8.6.1.6"), ("10.13", "10.13.0.35"), ("11.0", "11.0.0.1"))}
     return validate_config(tiny_config(
         toolsets={"torch2.13": TORCH_TOOLSET, **trt}, models={"demo-torch": DEMO_TORCH},
         matrix=[{"models": ["demo-torch"], "toolsets": ["torch2.13"], "opsets": [13]},
-                {"models": ["demo-torch"], "toolsets": list(trt), "opsets": [13],
-                 "precisions": ["fp32"], "backends": ["tensorrt_api", "trtexec"]}],
+                {"models": ["demo-torch"], "toolsets": ["trt8.6", "trt10.13"], "opsets": [13],
+                 "precisions": ["fp32"], "backends": ["tensorrt_api", "trtexec"]},
+                {"models": ["demo-torch"], "toolsets": ["trt11.0"], "opsets": [13],
+                 "precisions": ["fp16"], "backends": ["tensorrt_api"]}],
         tensorrt={"batch": [1, 2, 4]}))
 
 
@@ -85,7 +87,14 @@ def test_bundle_then_ingest_round_trip(sweep: tuple[dict, Path], tmp_path: Path,
     done = handoff.ingest(out, results)
     assert done == {"demo-torch/trt8.6/opset13/none/fp32/trtexec": "ok",
                     "demo-torch/trt10.13/opset13/none/fp32/trtexec": "failed",
-                    "demo-torch/trt8.6/opset13/none/fp32/tensorrt_api": "ok"}
+                    "demo-torch/trt8.6/opset13/none/fp32/tensorrt_api": "ok",
+                    "demo-torch/trt11.0/opset13/none/fp16/tensorrt_api": "failed"}
+    refused = read_status(paths.fill(results, "build", "status.json", model="demo-torch",
+                                     toolset="trt11.0", opset=13, quantizer="none",
+                                     precision="fp16", backend="tensorrt_api"))
+    assert refused["reason_class"] == "unsupported_precision" and "removed in 11" in refused["message"]
+    d11 = out / "cells" / manifest["demo-torch/trt11.0/opset13/none/fp16/tensorrt_api"]
+    assert "exit 3" in (d11 / "run.sh").read_text()
     axes = dict(zip(matrix.AXES, ("demo-torch", "trt8.6", 13, "none", "fp32", "trtexec"), strict=True))
     b = read_status(paths.fill(results, "build", "status.json", **axes))
     assert (b["status"], b["mode"], b["device"]) == ("ok", "measured", "NVIDIA A10")

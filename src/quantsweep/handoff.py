@@ -139,8 +139,10 @@ def _bundle(cfg: dict[str, Any], results: Path, out: Path, selected: list[str] |
             line = shlex.join(command(req, inputs=graph_inputs(d / "model.onnx")))
         except CommandError as exc:
             spec["refused"] = str(exc)
-            line = f"echo {shlex.quote('refused: ' + str(exc))} >&2; exit 3"
-        if cell.backend == "trtexec":
+            line = ""
+        if "refused" in spec:  # the version cannot build this cell: nothing to run
+            script = f"echo {shlex.quote('refused: ' + spec['refused'])} >&2\nexit 3\n"
+        elif cell.backend == "trtexec":
             script = f"cd \"$(dirname \"$0\")\" && mkdir -p {OUT} && {line} > {OUT}/trtexec.log 2>&1\n"
         else:
             script = (f"cd \"$(dirname \"$0\")\" && mkdir -p {OUT} && PYTHONPATH=../../lib "
@@ -234,7 +236,10 @@ def ingest(bundle_dir: Path, results: Path) -> dict[str, str]:
         trtexec_log, api = d / OUT / "trtexec.log", d / OUT / "build_api.json"
         common = {"backend": spec["backend"], "ingested_from": str(d),
                   "graph_from": spec["graph_from"], "tool_versions": {"tensorrt": spec["tensorrt_version"]}}
-        if spec["backend"] == "trtexec" and trtexec_log.is_file():
+        if "refused" in spec:
+            rec = make_status("build", cell_id, "failed", reason_class="unsupported_precision",
+                              message=spec["refused"], **common)
+        elif spec["backend"] == "trtexec" and trtexec_log.is_file():
             parsed = parse_log(trtexec_log.read_text(errors="replace"))
             gpu = parsed.get("gpu", "GPU (not named in the log)")
             common["tool_versions"]["tensorrt"] = parsed.get("tensorrt_version", spec["tensorrt_version"])
