@@ -349,3 +349,57 @@ def test_a_cache_for_another_graph_fails_before_the_build(tmp_path: Path) -> Non
         build.run(job)
     assert e.value.reason_class == "invalid_cache"
     assert str(other) in e.value.message and "another graph" in e.value.message
+
+
+# ---- quantizer trt-calibrator ------------------------------------------------------------
+
+def calib_job(tmp: Path, model: Path, algorithm: str = "EntropyCalibration2"):
+    from conftest import tiny_config
+
+    from quantsweep.config import validate_config
+    from quantsweep.dataset import generate_synthetic
+    from quantsweep.job import Job
+
+    syn = validate_config(tiny_config())["dataset"]["synthetic"]
+    generate_synthetic({**syn, "train": 0, "calib": 3, "val": 1, "min_size": 64, "max_size": 96},
+                       "tiny", tmp / "ds")
+    out = tmp / "quantize"
+    out.mkdir()
+    spec = {"name": "det", "source": "onnx",
+            "inputs": [{"name": "images", "dtype": "float32", "role": "image"},
+                       {"name": "orig_target_sizes", "dtype": "int64", "role": "orig_size_wh"}],
+            "preprocess": {"resize": "stretch", "size": [8, 8], "channel_order": "RGB",
+                           "scale": 1 / 255, "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0],
+                           "pad_value": 114}}
+    return Job("quantize", "c", out, {"quantizer": "trt-calibrator", "calib_images": 3,
+                                      "options": {"algorithm": algorithm},
+                                      "dataset": {"manifest": str(tmp / "ds" / "manifest.json")},
+                                      "model_spec": spec},
+               {"export": {"artifacts": {"model": str(model)}, "data": {}}})
+
+
+def test_trt_calibrator_writes_the_cache_tensorrt_makes(tmp_path: Path) -> None:
+    from quantsweep import calib, quantize
+    from quantsweep.backends import build
+    from quantsweep.job import Job, Skip
+
+    model = detector(tmp_path / "det.onnx")
+    job = calib_job(tmp_path, model)
+    with trt_double.installed("8.6.1.6"):
+        res = quantize.run(job)
+        cache = calib.read(res.artifacts["calibration_cache"])
+        # the cell's TensorRT build then takes that cache (implicit INT8) without being told
+        (tmp_path / "build").mkdir()
+        b = build.run(Job("build", "c", tmp_path / "build",
+                          {"backend": "tensorrt_api", "precision": "int8", "tensorrt": {"batch": [1, 2, 4]}},
+                          {"quantize": {"artifacts": res.artifacts, "data": res.data}}))
+    assert res.data["batches"] == 3 and res.data["calibration"] == "implicit" and not res.data["int8"]
+    assert cache.header == "TRT-8601-EntropyCalibration2"
+    # the scales TensorRT computed from what the calibrator copied to the device: images are
+    # in [0, 1] after this preprocessing; the int64 sizes arrived as the int32 binding wants
+    assert 0.9 / 127 < cache.scales["images"] <= 1.0 / 127 + 1e-9
+    assert 64 / 127 <= cache.scales["orig_target_sizes"] <= 96 / 127 + 1e-6
+    assert b.data["flags"]["calibration_cache"] == res.artifacts["calibration_cache"]
+    with trt_double.installed("11.0.0.1"), pytest.raises(Skip) as e:
+        quantize.run(calib_job(tmp_path / "t11", model))
+    assert e.value.reason_class == "not_available" and "removed in 11" in e.value.message

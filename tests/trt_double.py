@@ -307,6 +307,27 @@ def make_tensorrt(version: str = "10.13.0.35", no_int8_kernel_for: tuple[str, ..
             config._timing_cache._entries += len(layers)
             return IHostMemory(b"QSTRT" + struct.pack("<Q", len(body)) + body)
 
+        def _calibrate(self, network: Any, config: Any, cal: Any, header: str) -> bool:
+            """Feeds batches until get_batch returns None; amax of each input -> the cache."""
+            names = [t.name for t in network._inputs]
+            prof = config._profiles[0]._shapes if config._profiles else {}
+            amax: dict[str, float] = {}
+            batches = 0
+            while (ptrs := cal.get_batch(names)) is not None:
+                if len(ptrs) != len(names) or not all(isinstance(q, int) for q in ptrs):
+                    raise TypeError("get_batch must return one device pointer (int) per input name")
+                for t, ptr in zip(network._inputs, ptrs, strict=True):
+                    shape = prof[t.name][1] if t.name in prof else list(t.shape)
+                    dt = np.dtype(NP[t.dtype.name])
+                    x = np.frombuffer(_DEVICE.read(ptr, int(np.prod(shape)) * dt.itemsize), dt)
+                    amax[t.name] = max(amax.get(t.name, 0.0), float(np.abs(x).max()))
+                batches += 1
+            if not batches:
+                return False
+            lines = [header] + [f"{k}: {struct.pack('>f', v / 127.0).hex()}" for k, v in amax.items()]
+            cal.write_calibration_cache(("\n".join(lines) + "\n").encode())
+            return True
+
         def _validate(self, network: Any, config: Any) -> str | None:
             if network._onnx is None:
                 return "Network has no inputs: nothing was parsed into it"
@@ -333,10 +354,10 @@ def make_tensorrt(version: str = "10.13.0.35", no_int8_kernel_for: tuple[str, ..
                 header = bytes(cache).split(b"\n", 1)[0].decode(errors="replace").strip() if cache else ""
                 want = f"TRT-{own_code}-{ALGO_NAMES[cal.get_algorithm().name]}"
                 if header != want:
-                    self._logger._say("WARNING", f"Calibration cache header {header!r} does not "
-                                                 f"match {want!r}: ignoring the cache")
-                    names = [t.name for t in network._inputs]
-                    if cal.get_batch(names) is None:
+                    if header:
+                        self._logger._say("WARNING", f"Calibration cache header {header!r} does not "
+                                                     f"match {want!r}: ignoring the cache")
+                    if not self._calibrate(network, config, cal, want):
                         return ("Error Code 2: Internal Error (Assertion ... Calibration failure "
                                 "occurred with no scaling factors detected. This could be due to no "
                                 "int8 calibrator or insufficient custom scales for network layers.)")

@@ -55,7 +55,8 @@ def tensorrt_request(job: Job, precision: str, int8_model: bool, trt_version: st
 
     opts = job.params.get("tensorrt", {})
     q = job.inputs["quantize"]
-    implicit = precision == "int8" and opts.get("int8", "explicit") == "implicit"
+    implicit = precision == "int8" and (opts.get("int8", "explicit") == "implicit"
+                                        or q["data"].get("calibration") == "implicit")
     if implicit:
         cache = q["artifacts"].get("calibration_cache")
         if not cache:

@@ -121,6 +121,63 @@ def _cache_calibrator(cache_path: Path) -> trt.IInt8Calibrator:
     return calibrator
 
 
+class DataCalibrator:
+    """TensorRT's INT8 calibration fed with data (quantizer ``trt-calibrator``): each
+    ``get_batch`` copies one batch of feeds to the device, cast to the network input's dtype;
+    the cache TensorRT writes is saved to ``cache_path``. ``trt`` is the ``IInt8Calibrator``."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]], algorithm: str, cache_path: Path,
+                 device: Device | None = None):
+        import tensorrt as trt
+
+        if algorithm not in CALIBRATORS:
+            raise ToolFailure("invalid_config", f"calibration algorithm {algorithm!r} is none of "
+                                                f"{list(CALIBRATORS)}")
+        self.feeds, self.cache_path, self.batches = feeds, Path(cache_path), 0
+        self.dev = device if device is not None else default_device()
+        self.adapt: FeedAdapter | None = None
+        self.buffers: dict[str, _Buffer] = {}
+        owner = self
+        base = getattr(trt, CALIBRATORS[algorithm])
+
+        class _Calibrator(base):  # type: ignore[misc, valid-type]
+            def __init__(self) -> None:
+                base.__init__(self)
+                self._it = iter(owner.feeds)
+
+            def get_batch_size(self) -> int:
+                return 1
+
+            def get_batch(self, names: list[str]) -> list[int] | None:
+                batch = next(self._it, None)
+                return None if batch is None else owner.to_device(batch, names)
+
+            def read_calibration_cache(self) -> bytes | None:
+                return None  # always calibrate on the data
+
+            def write_calibration_cache(self, cache: bytes) -> None:
+                _write_atomic(owner.cache_path, memoryview(cache))
+
+        self.trt: trt.IInt8Calibrator = _Calibrator()
+
+    def bind(self, inputs: list[tuple[str, np.dtype[Any]]]) -> None:
+        self.adapt = FeedAdapter([Binding(n, dt.name, []) for n, dt in inputs])
+
+    def to_device(self, batch: dict[str, np.ndarray], names: list[str]) -> list[int]:
+        feeds = self.adapt(batch) if self.adapt else batch
+        ptrs = []
+        for name in names:
+            x = np.ascontiguousarray(feeds[name])
+            b = self.buffers.get(name)
+            if b is None or b.nbytes < x.nbytes:
+                b = self.buffers[name] = _Buffer(self.dev.malloc(x.nbytes), x.nbytes)
+            self.dev.h2d(b.ptr, x)
+            ptrs.append(b.ptr)
+        self.dev.sync()
+        self.batches += 1
+        return ptrs
+
+
 def _fail(reason: str, message: str, log: list[str]) -> ToolFailure:
     errors = classify_errors(log)
     if errors:
@@ -137,9 +194,10 @@ def _write_atomic(path: Path, data: bytes | memoryview) -> None:
     os.replace(tmp, path)
 
 
-def build(req: BuildRequest, log_path: Path) -> dict[str, Any]:
+def build(req: BuildRequest, log_path: Path, calibrator: DataCalibrator | None = None) -> dict[str, Any]:
     """Build ``req.engine`` from ``req.onnx``; the builder's messages go to ``log_path``.
-    ToolFailure (classified from the log) when the parser or the builder fails."""
+    ToolFailure (classified from the log) when the parser or the builder fails. With
+    ``calibrator`` (implicit INT8), TensorRT calibrates on its data and writes ``req.cache``."""
     import tensorrt as trt
 
     try:
@@ -153,14 +211,15 @@ def build(req: BuildRequest, log_path: Path) -> dict[str, Any]:
     log: list[str] = []
     t0 = time.monotonic()
     try:
-        info = _build(req, p, log)
+        info = _build(req, p, log, calibrator)
     finally:
         log_path.write_text("\n".join(log) + "\n")
     info["build_s"] = round(time.monotonic() - t0, 3)
     return info
 
 
-def _build(req: BuildRequest, p: Plan, log: list[str]) -> dict[str, Any]:
+def _build(req: BuildRequest, p: Plan, log: list[str],
+           calibrator: DataCalibrator | None = None) -> dict[str, Any]:
     import tensorrt as trt
 
     logger = _logger(log)
@@ -184,7 +243,11 @@ def _build(req: BuildRequest, p: Plan, log: list[str]) -> dict[str, Any]:
         config.set_flag(trt.BuilderFlag.FP16)
     if p.int8:
         config.set_flag(trt.BuilderFlag.INT8)
-    if p.calib_cache is not None:
+    if calibrator is not None:
+        calibrator.bind([(network.get_input(i).name, np.dtype(trt.nptype(network.get_input(i).dtype)))
+                         for i in range(network.num_inputs)])
+        config.int8_calibrator = calibrator.trt
+    elif p.calib_cache is not None:
         config.int8_calibrator = _cache_calibrator(p.calib_cache)
     if p.layer_precisions:
         _constrain_layers(network, p.layer_precisions, req.onnx)

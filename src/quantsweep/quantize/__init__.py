@@ -70,6 +70,14 @@ def run(job: Job) -> Result:
                             "model_bytes": dst.stat().st_size})
     if q == "paddleslim-ptq":
         return _paddle_ptq(job)
+    if q == "trt-calibrator":
+        from quantsweep.quantize import trt_calibrator
+
+        info = trt_calibrator.quantize(job, model, job.out_dir)
+        # the graph stays float: TensorRT builds it in INT8 from the cache (implicit)
+        return Result(artifacts={"model": str(model), "float_model": str(model),
+                                 "calibration_cache": str(job.out_dir / "calibration.cache")},
+                      data={"quantizer": q, "int8": False, **info})
     raise Skip("not_implemented", f"quantizer {q!r} is not implemented in this quantsweep version")
 
 
