@@ -125,3 +125,31 @@ def test_paddleslim_ptq_then_paddle2onnx_cache(paddleslim_sweep: Path):
     pb = json.loads((tmp_path / "results" / base / "paddle_inference/build/status.json").read_text())
     assert pb["artifacts"]["model"].endswith("paddleslim-ptq/quantize/paddle_model")
     assert "Q/DQ ops run in float" in pb["data"]["note"]
+
+
+def test_modelopt_ptq_in_its_own_toolset(tmp_path: Path):
+    """NVIDIA ModelOpt's INT8 PTQ on the CPU, in its own env, of the demo-torch export."""
+    cfg = tiny_config()
+    cfg["toolsets"]["modelopt0.47"] = {"packages": ["nvidia-modelopt[onnx]==0.47.0"]}
+    onnx_model = {**json.loads(json.dumps(cfg["models"]["demo-torch"])), "source": "onnx",
+                  "from": {"model": "demo-torch", "toolset": "torch2.13"}}
+    cfg["models"]["demo-torch-onnx"] = onnx_model
+    cfg["matrix"] = [{"models": ["demo-torch"], "toolsets": ["torch2.13"], "opsets": [13]},
+                     {"models": ["demo-torch-onnx"], "toolsets": ["modelopt0.47"], "opsets": [13],
+                      "quantizers": ["none", "modelopt-ptq"], "precisions": ["fp32", "int8"]}]
+    cfg["exclude"] = [{"match": {"quantizer": "none", "precision": "int8"}, "reason": "float"},
+                      {"match": {"quantizer": "modelopt-ptq", "precision": "fp32"}, "reason": "int8"}]
+    cfg["quantize"] = {"calib_images": 2}
+    write_config(tmp_path, cfg)
+    snakemake(tmp_path)
+    rows = _rows(tmp_path)
+    cell = "demo-torch-onnx/modelopt0.47/opset13/modelopt-ptq/int8/onnxruntime"
+    row = rows.loc[cell]
+    assert row["status"] == "ok" and row["mode"] == "measured", row["reason"]
+    assert row["fp32_cell"] == "demo-torch-onnx/modelopt0.47/opset13/none/fp32/onnxruntime"
+    assert abs(row["AP_delta_vs_fp32"]) < 1  # a number, measured against its FP32 sibling
+    q = json.loads((tmp_path / "results/demo-torch-onnx/modelopt0.47/opset13/modelopt-ptq/"
+                    "quantize/status.json").read_text())
+    assert q["data"]["tool"] == "nvidia-modelopt 0.47.0"
+    assert q["data"]["quantize_nodes"] > 0 and not q["data"]["runtime_scales"]
+    assert q["tool_versions"]["nvidia-modelopt"] == "0.47.0"

@@ -57,14 +57,20 @@ def run(job: Job) -> Result:
         passed = {k: v for k, v in job.inputs["export"]["artifacts"].items() if k == "paddle_model"}
         return Result(artifacts={"model": str(model), **passed},
                       data={"quantizer": "none", "int8": False})
-    if q == "ort-qdq":
-        from quantsweep.quantize import ort_qdq
-
+    if q in ("ort-qdq", "modelopt-ptq"):
         dst = job.out_dir / "model.onnx"
         t0 = time.monotonic()
-        info = ort_qdq.quantize(job, model, dst)
-        return Result(artifacts={"model": str(dst), "float_model": str(model),
-                                 "calibration_cache": str(dst.with_name("calibration.cache"))},
+        arts = {"model": str(dst), "float_model": str(model)}
+        if q == "ort-qdq":
+            from quantsweep.quantize import ort_qdq
+
+            info = ort_qdq.quantize(job, model, dst)
+            arts["calibration_cache"] = str(dst.with_name("calibration.cache"))
+        else:
+            from quantsweep.quantize import modelopt_ptq
+
+            info = modelopt_ptq.quantize(job, model, dst)
+        return Result(artifacts=arts,
                       data={"quantizer": q, **info, **qdq_summary(dst),
                             "quantize_s": round(time.monotonic() - t0, 3),
                             "model_bytes": dst.stat().st_size})
