@@ -89,7 +89,8 @@ def _post_evaluate(result: dict[str, Any], out_dir: Path, params: dict[str, Any]
 
     manifest = json.loads(Path(params["dataset"]["manifest"]).read_text())
     metrics = score_detections(result["artifacts"]["detections"],
-                               manifest["splits"]["val"]["annotations"], mode=result["mode"])
+                               manifest["splits"]["val"]["annotations"], mode=result["mode"],
+                               engine=params.get("evaluate", {}).get("coco_engine", "pycocotools"))
     st.write_json_atomic(out_dir / "metrics.json", metrics)
     result["artifacts"]["metrics"] = str(out_dir / "metrics.json")
     result["data"]["AP"] = metrics["AP"]

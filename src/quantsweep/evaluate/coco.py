@@ -16,11 +16,32 @@ class DetectionsError(ValueError):
     pass
 
 
+ENGINES = ("pycocotools", "faster-coco-eval")
+
+
+def _coco(engine: str) -> tuple[Any, Any]:
+    """(COCO, COCOeval) of the engine: pycocotools is the metric of record; faster-coco-eval is
+    the optional faster path (it must agree to 1e-4: tests/test_coco_engines.py)."""
+    if engine == "pycocotools":
+        from pycocotools.coco import COCO
+        from pycocotools.cocoeval import COCOeval
+
+        return COCO, COCOeval
+    if engine == "faster-coco-eval":
+        try:
+            from faster_coco_eval import COCO as FCOCO
+            from faster_coco_eval import COCOeval_faster
+        except ImportError as exc:
+            raise DetectionsError(f"evaluate.coco_engine is faster-coco-eval, which is not "
+                                  f"installed: {exc}") from None
+        return FCOCO, COCOeval_faster
+    raise DetectionsError(f"unknown COCO engine {engine!r}; one of {ENGINES}")
+
+
 def score_detections(detections: str | Path | list[dict[str, Any]], annotations: str | Path,
-                     mode: str = "measured") -> dict[str, Any]:
+                     mode: str = "measured", engine: str = "pycocotools") -> dict[str, Any]:
     """AP, AP50, AP75, APs/m/l and AR@1/10/100 plus per-class AP; empty detections -> zeros."""
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+    COCO, COCOeval = _coco(engine)
 
     dets = detections
     if not isinstance(dets, list):
@@ -36,7 +57,7 @@ def score_detections(detections: str | Path | list[dict[str, Any]], annotations:
     if unknown:
         raise DetectionsError(f"detections name category ids not in {annotations}: {unknown}")
     out: dict[str, Any] = {"status": "ok", "mode": mode, "n_images": len(img_ids),
-                           "n_detections": len(dets)}
+                           "n_detections": len(dets), "coco_engine": engine}
     if not dets:
         out.update({k: 0.0 for k in METRIC_NAMES})
         out["per_class_AP"] = {name: 0.0 for name in cats.values()}
