@@ -24,3 +24,5 @@ rule all:
     default_target: True
     input:
         f"{RESULTS}/summary.csv",
+        f"{RESULTS}/ledger.json",
+        f"{RESULTS}/report.html",

@@ -30,3 +30,37 @@ rule summary:
         "{PY} {SCRIPTS}/summary.py --results $(dirname {output}) --plan {input.plan} --out {output} "
         "--manifest {input.manifest} "
         "> {log} 2>&1 || (cat {log} >&2; exit 1)"
+
+
+rule ledger:
+    """The precision-loss ledger (results/ledger.json and .csv): where the AP goes along each
+    chain, and the first tensor where the largest INT8 drop's graph leaves the FP32 graph."""
+    input:
+        summary=f"{RESULTS}/summary.csv",
+        manifest=MANIFEST,
+    output:
+        json=f"{RESULTS}/ledger.json",
+        csv=f"{RESULTS}/ledger.csv",
+    params:
+        specs=json.dumps({m: {k: v for k, v in model_spec(m).items() if k != "export"}
+                          for m in sorted({c.model for c in PLANNED})}),
+    log:
+        "logs/ledger.log",
+    shell:
+        "{PY} {SCRIPTS}/ledger.py --summary {input.summary} --results $(dirname {output.json}) "
+        "--specs {params.specs:q} --manifest {input.manifest} --out {output.json} "
+        "> {log} 2>&1 || (cat {log} >&2; exit 1)"
+
+
+rule report:
+    """results/report.html: heatmap, accuracy vs latency, ledger waterfalls, failures; offline."""
+    input:
+        summary=f"{RESULTS}/summary.csv",
+        ledger=f"{RESULTS}/ledger.json",
+    output:
+        f"{RESULTS}/report.html",
+    log:
+        "logs/report.log",
+    shell:
+        "{PY} {SCRIPTS}/report.py --summary {input.summary} --ledger {input.ledger} --out {output} "
+        "> {log} 2>&1 || (cat {log} >&2; exit 1)"

@@ -1,0 +1,163 @@
+"""``results/report.html``: one self-contained page (inline SVG and CSS, no CDN, works offline)
+with the matrix's status/AP heatmap, accuracy vs latency per toolset, the precision-loss ledger
+per model as a waterfall, and the failures with their classified reasons and doctor findings.
+Simulated numbers are drawn hollow and labelled; nothing simulated looks measured."""
+
+from __future__ import annotations
+
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+STATUS_COLORS = {"ok": "#2e7d32", "failed": "#c62828", "skipped": "#9e9e9e", "excluded": "#e0e0e0"}
+
+
+def _svg(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
+def _figure(w: float, h: float) -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.rcParams["svg.fonttype"] = "none"  # text stays text (searchable, small)
+    return plt.subplots(figsize=(w, h))
+
+
+def heatmap(df: Any) -> str:
+    """Rows: model/toolset/opset; columns: quantizer/precision/backend; colour = status, text = AP
+    (``sim`` marks a simulated value)."""
+    from matplotlib.patches import Rectangle
+
+    rows = sorted({(r.model, r.toolset, int(r.opset)) for r in df.itertuples()})
+    cols = sorted({(r.quantizer, r.precision, r.backend) for r in df.itertuples()})
+    fig, ax = _figure(1.0 + 0.55 * len(cols), 0.8 + 0.28 * len(rows))
+    ri = {r: i for i, r in enumerate(rows)}
+    ci = {c: i for i, c in enumerate(cols)}
+    for r in df.itertuples():
+        y, x = ri[(r.model, r.toolset, int(r.opset))], ci[(r.quantizer, r.precision, r.backend)]
+        ax.add_patch(Rectangle((x, y), 0.95, 0.9, color=STATUS_COLORS.get(r.status, "#fff"),
+                               hatch="///" if r.mode == "simulated" else None, fill=True))
+        if isinstance(r.AP, float) and r.AP == r.AP:
+            label = f"{r.AP:.3f}" + ("\nsim" if r.mode == "simulated" else "")
+            ax.text(x + 0.47, y + 0.45, label, ha="center", va="center", fontsize=6, color="white")
+    ax.set_xlim(0, len(cols))
+    ax.set_ylim(len(rows), 0)
+    ax.set_xticks([i + 0.47 for i in range(len(cols))])
+    ax.set_xticklabels(["/".join(c) for c in cols], rotation=70, ha="right", fontsize=6)
+    ax.set_yticks([i + 0.45 for i in range(len(rows))])
+    ax.set_yticklabels([f"{m} / {t} / opset{o}" for m, t, o in rows], fontsize=6)
+    ax.tick_params(length=0)
+    for s in ax.spines.values():
+        s.set_visible(False)
+    return _svg(fig)
+
+
+def scatter(df: Any) -> str:
+    """AP vs ONNX Runtime CPU latency, one colour per toolset; simulated points hollow."""
+    ok = df[(df.status == "ok") & df.AP.notna() & df.latency_ms.notna()]
+    fig, ax = _figure(7, 4.2)
+    for k, (toolset, g) in enumerate(sorted(ok.groupby("toolset"), key=lambda t: t[0])):
+        color = f"C{k % 10}"
+        for simulated, h in g.groupby(g["mode"] == "simulated"):
+            ax.scatter(h.latency_ms, h.AP, s=28, label=f"{toolset}" + (" (simulated)" if simulated else ""),
+                       facecolors="none" if simulated else color, edgecolors=color)
+    ax.set_xlabel("latency per image, ms (ONNX Runtime CPU, this machine)")
+    ax.set_ylabel("AP (COCO, val split)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    return _svg(fig)
+
+
+def waterfall(steps: list[dict[str, Any]], model: str, toolset: str, opset: int) -> str:
+    """Framework FP32 -> ONNX FP32 -> each INT8 variant: the AP change of every step."""
+    chain = [s for s in steps if (s["model"], s["toolset"], s["opset"]) == (model, toolset, opset)]
+    fig, ax = _figure(7, 0.6 + 0.32 * len(chain))
+    for i, s in enumerate(chain):
+        color = "#c62828" if s["delta"] < 0 else "#2e7d32"
+        ax.barh(i, s["delta"], left=s["from_AP"], color="none" if s["mode"] == "simulated" else color,
+                edgecolor=color, hatch="///" if s["mode"] == "simulated" else None)
+        ax.text(max(s["from_AP"], s["to_AP"]), i, f"  {s['delta']:+.4f}" +
+                (" (sim)" if s["mode"] == "simulated" else ""), va="center", fontsize=6)
+    ax.set_yticks(range(len(chain)))
+    ax.set_yticklabels([s["step"] for s in chain], fontsize=6)
+    ax.invert_yaxis()
+    ax.set_xlabel("AP")
+    ax.grid(axis="x", alpha=0.3)
+    return _svg(fig)
+
+
+def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in cols) + "</tr>"
+                   for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render(df: Any, ledger: dict[str, Any]) -> str:
+    import pandas as pd
+
+    df = df.copy()
+    for c in ("AP", "latency_ms"):
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    counts = df["status"].value_counts().to_dict()
+    parts = [f"<h1>quantsweep report</h1><p>{len(df)} cells: "
+             + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+             + ". Hatched or hollow marks are <b>simulated</b> (TensorRT INT8 estimated on the CPU); "
+               "every other number was measured on this machine. TensorRT itself was not run.</p>",
+             "<h2>Matrix: status and AP</h2>", heatmap(df),
+             "<h2>Accuracy vs latency</h2>", scatter(df), "<h2>Precision-loss ledger</h2>"]
+    steps = ledger.get("steps", [])
+    chains = sorted({(s["model"], s["toolset"], s["opset"]) for s in steps
+                     if not s["step"].startswith("framework")})
+    for model, toolset, opset in chains:
+        parts.append(f"<h3>{html.escape(model)} / {html.escape(toolset)} / opset{opset}</h3>")
+        parts.append(waterfall(steps, model, toolset, opset))
+    div = [{"cell": cell, "AP change": d.get("delta"),
+            "first diverging tensor": (d.get("first") or {}).get("tensor", d.get("error", "none")),
+            "op": (d.get("first") or {}).get("op_type", ""),
+            "cosine": (d.get("first") or {}).get("cosine", "")}
+           for cell, d in ledger.get("divergence", {}).items()]
+    if div:
+        parts += ["<h3>Where the INT8 graphs leave the FP32 graph (largest drop per chain)</h3>",
+                  _table(div, ["cell", "AP change", "first diverging tensor", "op", "cosine"])]
+    bad = df[df.status == "failed"].astype(object).fillna("")
+    parts += ["<h2>Failures</h2>",
+              _table(bad.to_dict("records"), ["cell", "stage", "reason_class", "reason", "doctor"])]
+    found = df[df["doctor"].fillna("") != ""].astype(object).fillna("")
+    parts += ["<h2>Doctor findings</h2><p>Run <code>quantsweep doctor CELL</code> for the evidence "
+              "and the fix.</p>", _table(found.to_dict("records"), ["cell", "status", "doctor"])]
+    style = ("body{font-family:sans-serif;margin:24px;max-width:1400px}table{border-collapse:collapse;"
+             "font-size:12px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;"
+             "vertical-align:top}th{background:#f3f3f3}svg{max-width:100%;height:auto}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>quantsweep report</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>\n")
+
+
+def main(argv: list[str]) -> int:
+    import argparse
+
+    import pandas as pd
+
+    from quantsweep.status import write_text_atomic
+
+    ap = argparse.ArgumentParser(prog="report")
+    ap.add_argument("--summary", required=True)
+    ap.add_argument("--ledger", required=True)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args(argv)
+    df = pd.read_csv(a.summary)
+    text = render(df, json.loads(Path(a.ledger).read_text()))
+    write_text_atomic(a.out, text)
+    print(f"{a.out}: {len(text) // 1024} KiB")
+    return 0
