@@ -37,7 +37,7 @@ def _figure(w: float, h: float) -> tuple[Any, Any]:
 def heatmap(df: Any) -> str:
     """Rows: model/toolset/opset; columns: quantizer/precision/backend; colour = status, text = AP
     (``sim`` marks a simulated value)."""
-    from matplotlib.patches import Rectangle
+    from matplotlib.patches import Patch, Rectangle
 
     rows = sorted({(r.model, r.toolset, int(r.opset)) for r in df.itertuples()})
     cols = sorted({(r.quantizer, r.precision, r.backend) for r in df.itertuples()})
@@ -60,6 +60,9 @@ def heatmap(df: Any) -> str:
     ax.tick_params(length=0)
     for s in ax.spines.values():
         s.set_visible(False)
+    handles = [Patch(color=c, label=k) for k, c in STATUS_COLORS.items()]
+    handles.append(Patch(facecolor=STATUS_COLORS["ok"], hatch="///", label="simulated"))
+    ax.legend(handles=handles, fontsize=6, ncol=5, loc="lower left", bbox_to_anchor=(0, 1.0))
     return _svg(fig)
 
 
