@@ -82,7 +82,8 @@ def test_ort_qdq_and_simulated_tensorrt_int8(tmp_path: Path):
     # reruns, and it fails saying so
     write_config(tmp_path, _cfg(2, trt="10.13.3"))
     r = snakemake(tmp_path)
-    assert jobs_run(r) == {"build": 1, "evaluate": 1, "summary": 1, "all": 1}, jobs_run(r)
+    assert jobs_run(r) == {"build": 1, "evaluate": 1, "summary": 1, "ledger": 1, "report": 1,
+                           "all": 1}, jobs_run(r)
     sim = _rows(tmp_path).loc[SIM]
     assert sim["status"] == "failed" and sim["reason_class"] == "cache_ignored"
     assert "TensorRT 10.13.3 would not use this cache" in sim["reason"] and "TRT-8601" in sim["reason"]
