@@ -160,6 +160,36 @@ def _doctor(a: argparse.Namespace) -> int:
     return 1 if any(f["severity"] == "error" for f in findings) else 0
 
 
+def _snapshot(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from quantsweep import snapshot
+
+    try:
+        files = snapshot.snapshot(Path("."), a.remote)
+    except snapshot.SnapshotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"pushed {', '.join(d[:-4] + '/' for d in files)}; keep the snapshot with: "
+          f"git add {' '.join(files)} && git commit")
+    return 0
+
+
+def _restore(a: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from quantsweep import snapshot
+
+    extra = ["--configfile", a.config] if a.config else []
+    try:
+        snapshot.restore(Path("."), a.rev, a.remote, extra)
+    except snapshot.SnapshotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print("restored resources/ and results/; `snakemake -n` plans nothing")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="quantsweep", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -209,6 +239,15 @@ def main(argv: list[str] | None = None) -> int:
     i.add_argument("bundle")
     i.add_argument("--config", default="config/config.yaml")
     i.set_defaults(func=_ingest)
+    sn = sub.add_parser("snapshot", help="dvc add/commit/push resources/ and results/")
+    sn.add_argument("--remote", help="a DVC remote name, or a URL/path (default: the project's)")
+    sn.set_defaults(func=_snapshot)
+    rs = sub.add_parser("restore", help="dvc pull resources/ and results/ (of git REV), then "
+                                        "snakemake --touch so that nothing recomputes")
+    rs.add_argument("rev", nargs="?")
+    rs.add_argument("--remote")
+    rs.add_argument("--config", help="the sweep's config file, if not config/config.yaml")
+    rs.set_defaults(func=_restore)
     dr = sub.add_parser("doctor", help="every check on one cell (field reports 000-004): findings "
                                        "with evidence and the fix; exit 1 when one is an error")
     dr.add_argument("cell", help="a cell id, or a path inside a cell's results directory")
