@@ -167,3 +167,15 @@ def framework_pairs():
     """(model, toolset) pairs of demo models: they are also evaluated in their framework."""
     return sorted({(c.model, c.toolset) for c in PLANNED
                    if config["models"][c.model]["source"] != "onnx"})
+
+
+# Where jobs run on a cluster (the slurm profile): TensorRT cells need a GPU node
+GPU_BACKENDS = ("tensorrt_api", "trtexec", "paddle_tensorrt")
+
+
+def partition(backend):
+    """The Slurm partition of a job: config cluster.gpu_partition for GPU backends, else
+    cluster.cpu_partition ("" = the cluster's default partition)."""
+    key = "gpu_partition" if backend in GPU_BACKENDS else "cpu_partition"
+    return config.get("cluster", {}).get(key, "")
+

@@ -16,6 +16,9 @@ rule train_demo:
         spec=spec({"demo": {k: v for k, v in config["demo"].items() if k != "preprocess"},
                    "preprocess": config["demo"]["preprocess"], "dataset": dataset_params()}),
     threads: config["demo"]["threads"]
+    resources:
+        slurm_partition=lambda w: partition(""),
+        mem_mb=6000,
     log:
         "logs/train/demo.log",
     shell:
@@ -36,6 +39,9 @@ rule framework:
         spec=lambda w: spec({"model_spec": {k: v for k, v in model_spec(w.model).items()
                                             if k in ("name", "source", "paddle_format", "path", "from")},
                              "parity_tol": 1e-4}),
+    resources:
+        slurm_partition=lambda w: partition(""),
+        mem_mb=6000,
     log:
         "logs/framework/{model}/{toolset}.log",
     shell:
@@ -58,6 +64,9 @@ rule framework_eval:
         spec=lambda w: spec(eval_params(w, "torch" if config["models"][w.model]["source"] == "demo-torch"
                                         else "paddle_inference")),
     threads: config["evaluate"]["threads"]
+    resources:
+        slurm_partition=lambda w: partition(""),
+        mem_mb=6000,
     log:
         "logs/framework_eval/{model}/{toolset}.log",
     shell:

@@ -12,6 +12,10 @@ rule evaluate:
             {"toolset": input.toolset, "build": input.build}, declare=["metrics.json"]),
         spec=lambda w: spec(eval_params(w, w.backend)),
     threads: config["evaluate"]["threads"]
+    resources:
+        gpu=lambda w: 1 if w.backend in GPU_BACKENDS else 0,
+        slurm_partition=lambda w: partition(w.backend),
+        mem_mb=4000,
     log:
         f"logs/evaluate/{paths.CELL}.log",
     shell:

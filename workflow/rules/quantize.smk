@@ -8,6 +8,9 @@ rule quantize:
             "quantize", f"{w.model}/{w.toolset}/opset{w.opset}/{w.quantizer}", output,
             {k: input[k] for k in ("toolset", "export", "framework") if k in input.keys()}),
         spec=lambda w: spec(quantize_params(w)),
+    resources:
+        slurm_partition=lambda w: partition(""),
+        mem_mb=8000,
     log:
         "logs/quantize/{model}/{toolset}/opset{opset}/{quantizer}.log",
     shell:

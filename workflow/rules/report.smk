@@ -1,3 +1,7 @@
+# cheap bookkeeping: on the machine that runs Snakemake, never submitted to a cluster
+localrules: plan, summary, ledger, report
+
+
 rule plan:
     """The expanded matrix, excluded cells included."""
     output:

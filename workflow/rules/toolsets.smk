@@ -8,6 +8,9 @@ rule toolset:
     params:
         spec=lambda w: json.dumps(config["toolsets"][w.toolset], sort_keys=True),
         envs=config["envs_dir"],
+    resources:
+        slurm_partition=lambda w: partition(""),
+        mem_mb=4000,
     log:
         "logs/toolset/{toolset}.log",
     shell:

@@ -1,0 +1,39 @@
+"""The same tiny sweep on one machine and through Snakemake's slurm executor on a real
+single-node Slurm (slurm-wlm from Debian; .ci/run installs it when missing): the summaries agree
+cell for cell, and the cluster run's jobs really went through Slurm."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import REPO, snakemake, tiny_config, write_config
+from slurm_cluster import missing_binaries, single_node
+
+SAME = ["cell", "status", "stage", "reason_class", "mode", "AP", "AP50", "AP75", "framework_AP",
+        "parity_ok", "opset_written"]
+
+
+@pytest.mark.slow
+def test_slurm_profile_runs_the_sweep_like_one_machine(tmp_path: Path) -> None:
+    missing = missing_binaries()
+    if missing and not os.environ.get("CI"):
+        pytest.skip(f"Slurm is not installed here ({missing}); .ci/run installs it")
+    assert not missing, f"Slurm binaries missing: {missing}"
+    local, cluster = tmp_path / "local", tmp_path / "cluster"
+    for d in (local, cluster):
+        d.mkdir()
+        write_config(d, tiny_config())
+    snakemake(local)
+    with single_node(tmp_path / "slurm") as env:
+        r = snakemake(cluster, "--profile", str(REPO / "profiles" / "slurm"), env=env)
+    out = r.stdout + r.stderr
+    submitted = re.findall(r"(?i)job \d+ has been submitted with SLURM jobid (\d+)", out)
+    assert len(submitted) >= 5, out[-3000:]  # toolset, data, training, ... each a Slurm job
+    a = pd.read_csv(local / "results" / "summary.csv")[SAME].set_index("cell")
+    b = pd.read_csv(cluster / "results" / "summary.csv")[SAME].set_index("cell")
+    pd.testing.assert_frame_equal(a.sort_index(), b.sort_index())
+    assert (b["status"] == "ok").any()
