@@ -13,6 +13,7 @@ leaves ``results/`` as it was.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -53,8 +54,8 @@ def _resolve_remote(root: Path, remote: str | None) -> str | None:
     """A remote name, or a URL/path that becomes the remote ``snapshot``."""
     if remote is None:
         return None
-    names = {line.split()[0] for line in _dvc(["remote", "list"], root, "dvc remote list").splitlines()
-             if line.strip()}
+    listed = _dvc(["config", "--list"], root, "dvc config --list")  # remote.<name>.url=...
+    names = {m.group(1) for m in re.finditer(r"^remote\.([^.=]+)\.url=", listed, re.M)}
     if remote in names:
         return remote
     _dvc(["remote", "add", "-f", "snapshot", remote], root, f"adding remote {remote}")
@@ -67,9 +68,9 @@ def snapshot(root: Path, remote: str | None = None) -> list[str]:
     if "results" not in present:
         raise SnapshotError(f"{root / 'results'}: nothing to snapshot (run the sweep first)")
     name = _resolve_remote(root, remote)
-    _dvc(["add", "-q", *present], root, "dvc add")
-    _dvc(["commit", "-q", "-f", *[f"{d}.dvc" for d in present]], root, "dvc commit")
-    _dvc(["push", "-q", *_remote_args(name), *[f"{d}.dvc" for d in present]], root,
+    _dvc(["add", *present], root, "dvc add")
+    _dvc(["commit", "-f", *[f"{d}.dvc" for d in present]], root, "dvc commit")
+    _dvc(["push", *_remote_args(name), *[f"{d}.dvc" for d in present]], root,
          f"dvc push to remote {name or '(default)'}")
     return [f"{d}.dvc" for d in present]
 
@@ -88,9 +89,9 @@ def restore(root: Path, rev: str | None = None, remote: str | None = None,
     if "results.dvc" not in present:
         raise SnapshotError(f"{root / 'results.dvc'}: no snapshot here (quantsweep snapshot makes it)")
     # fetch first: if the remote cannot give the data, the workspace has not been touched
-    _dvc(["fetch", "-q", *_remote_args(_resolve_remote(root, remote)), *present], root,
+    _dvc(["fetch", *_remote_args(_resolve_remote(root, remote)), *present], root,
          "dvc pull (fetch from the remote)")
-    _dvc(["checkout", "-q", *present], root, "dvc pull (checkout into the workspace)")
+    _dvc(["checkout", *present], root, "dvc pull (checkout into the workspace)")
     cmd = [sys.executable, "-m", "snakemake", "--touch", "--cores", "1", *(snakemake_args or [])]
     r = subprocess.run(cmd, cwd=root, capture_output=True, text=True)
     if r.returncode != 0:
