@@ -88,9 +88,15 @@ def restore(root: Path, rev: str | None = None, remote: str | None = None,
     present = [f for f in files if (root / f).exists()]
     if "results.dvc" not in present:
         raise SnapshotError(f"{root / 'results.dvc'}: no snapshot here (quantsweep snapshot makes it)")
-    # fetch first: if the remote cannot give the data, the workspace has not been touched
-    _dvc(["fetch", *_remote_args(_resolve_remote(root, remote)), *present], root,
-         "dvc pull (fetch from the remote)")
+    # fetch first, and check that the cache now holds everything: dvc fetch exits 0 with only a
+    # warning when the remote lacks files, and dvc checkout would then empty the outputs
+    name = _resolve_remote(root, remote)
+    _dvc(["fetch", *_remote_args(name), *present], root, "dvc pull (fetch from the remote)")
+    status = _dvc(["status", *present], root, "dvc status")
+    if "not in cache" in status:
+        raise SnapshotError(f"dvc pull (fetch from the remote {name or '(default)'}) did not bring "
+                            f"every file of {', '.join(present)}: the remote lacks them; nothing in "
+                            f"the workspace was changed\n{status.strip()}")
     _dvc(["checkout", *present], root, "dvc pull (checkout into the workspace)")
     cmd = [sys.executable, "-m", "snakemake", "--touch", "--cores", "1", *(snakemake_args or [])]
     r = subprocess.run(cmd, cwd=root, capture_output=True, text=True)

@@ -134,7 +134,7 @@ def framework_inputs(w):
 
 
 # quantizers that work on the framework model rather than on the exported ONNX
-FRAMEWORK_QUANTIZERS = ("paddleslim-ptq",)
+FRAMEWORK_QUANTIZERS = ("paddleslim-ptq", "torch-qat", "torch-qat-dynamic")
 
 
 def quantize_inputs(w):
@@ -152,7 +152,9 @@ def quantize_params(w):
     q = config["quantize"]
     return {"quantizer": w.quantizer, "calib_images": q["calib_images"], "opset": int(w.opset),
             "cache_tensorrt_version": q["cache_tensorrt_version"],
-            "options": q.get(w.quantizer, {}), "dataset": dataset_params(),
+            # the two torch-qat variants differ only in amax (static or dynamic): one options key
+            "options": q.get("torch-qat" if w.quantizer.startswith("torch-qat") else w.quantizer, {}),
+            "dataset": dataset_params(),
             "model_spec": {k: spec[k] for k in ("name", "source", "inputs", "preprocess")}}
 
 

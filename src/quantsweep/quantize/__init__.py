@@ -17,6 +17,9 @@ def runtime_scale_findings(model: Any) -> list[dict[str, str]]:
     Q/DQ whose scale input is not a constant of the graph."""
     consts = {i.name for i in model.graph.initializer}
     consts |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    for n in model.graph.node:  # a constant passed through Identity/Cast is still a constant
+        if n.op_type in ("Identity", "Cast") and n.input and all(i in consts for i in n.input):
+            consts.update(n.output)
     producer = {o: n for n in model.graph.node for o in n.output}
     out = []
     for n in model.graph.node:
@@ -76,6 +79,14 @@ def run(job: Job) -> Result:
                             "model_bytes": dst.stat().st_size})
     if q == "paddleslim-ptq":
         return _paddle_ptq(job)
+    if q in ("torch-qat", "torch-qat-dynamic"):
+        from quantsweep.quantize import torch_qat
+
+        dst = job.out_dir / "model.onnx"
+        info = torch_qat.quantize(job, dst, int(job.params["opset"]))
+        return Result(artifacts={"model": str(dst), "float_model": str(model)},
+                      data={"quantizer": q, **info, **qdq_summary(dst),
+                            "model_bytes": dst.stat().st_size})
     if q == "trt-calibrator":
         from quantsweep.quantize import trt_calibrator
 
