@@ -71,12 +71,14 @@ def test_doctor_diagnoses_zero_boxes(tmp_path: Path) -> None:
     manifest.parent.mkdir(parents=True)
     manifest.write_text(json.dumps({"splits": {"val": {"annotations": str(ann)}}}))
     cells = {}
-    for backend, box in (("zero", [0.0, 0.0, 0.0, 0.0]), ("fine", [12.0, 11.0, 98.0, 77.0])):
+    for backend, box in (("zero", [0.0, 0.0, 0.0, 0.0]), ("fine", [12.0, 11.0, 98.0, 77.0]),
+                         ("empty", None)):
         axes = {"model": "det", "toolset": "trt8.6", "opset": 13, "quantizer": "none",
                 "precision": "fp32", "backend": backend}
         d = paths.fill(tmp_path / "results", "evaluate", "", **axes)
         d.mkdir(parents=True)
         (d / "detections.json").write_text(json.dumps(
+            [] if box is None else
             [{"image_id": 1, "category_id": 1, "bbox": box, "score": 0.9 - 0.01 * k} for k in range(20)]))
         write_status(d / "status.json", make_status(
             "evaluate", paths.cell_id(**axes), "ok", artifacts={"detections": str(d / "detections.json")},
@@ -89,3 +91,5 @@ def test_doctor_diagnoses_zero_boxes(tmp_path: Path) -> None:
     assert "input_converted" in codes(rep)
     rc, rep, _ = doctor(tmp_path, cells["fine"])
     assert rc == 0 and "zero_boxes" not in codes(rep)
+    rc, rep, _ = doctor(tmp_path, cells["empty"])  # no detections: a finding, not a crash
+    assert rc == 1 and "no_detections" in codes(rep)
