@@ -9,10 +9,9 @@ import statistics
 import time
 from pathlib import Path
 
-from quantsweep import paths
 from quantsweep.config import load_config
 from quantsweep.evaluate.coco import score_detections
-from quantsweep.status import read_status
+from quantsweep.status import stage_status
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--root", type=Path, default=Path("."))
@@ -46,9 +45,9 @@ axes = dict(zip(("model", "toolset", "opset", "quantizer", "precision", "backend
                 a.cell.replace("opset", "", 1).split("/"), strict=True))
 stages = {}
 for stage in ("export", "quantize", "build", "evaluate"):
-    p = paths.fill(results, stage, "status.json", **axes)
-    if p.exists():
-        stages[stage] = read_status(p)["duration_s"]
+    rec = stage_status(results, stage, **axes)
+    if rec is not None:
+        stages[stage] = rec["duration_s"]
 total = sum(stages.values())
 print(f"cell wall time {total:.1f} s ({', '.join(f'{k} {v:.1f}' for k, v in stages.items())}): "
       f"evaluate stage {stages.get('evaluate', 0) / total:.0%}, COCO scoring (pycocotools) "

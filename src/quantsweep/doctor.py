@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from quantsweep import matrix, paths
-from quantsweep.status import read_status
+from quantsweep.status import stage_status
 
 SEVERITIES = ("error", "warning", "info")
 CACHE_BACKENDS = ("tensorrt_sim", "tensorrt_api", "trtexec")
@@ -53,8 +53,7 @@ def resolve(arg: str, results: Path) -> dict[str, Any]:
 
 
 def _status(results: Path, stage: str, axes: dict[str, Any]) -> tuple[Path, dict[str, Any] | None]:
-    p = paths.fill(results, stage, "status.json", **axes)
-    return p, (read_status(p) if p.exists() else None)
+    return paths.fill(results, stage, "status.json", **axes), stage_status(results, stage, **axes)
 
 
 def _path(p: str | None, root: Path) -> Path | None:

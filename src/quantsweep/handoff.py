@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from quantsweep import matrix, paths
-from quantsweep.status import make_status, read_status, write_json_atomic, write_status, write_text_atomic
+from quantsweep.status import (
+    make_status,
+    stage_status,
+    write_json_atomic,
+    write_status,
+    write_text_atomic,
+)
 
 TRT_BACKENDS = ("tensorrt_api", "trtexec")
 OUT = "out"
@@ -32,19 +38,14 @@ def _slug(cell_id: str) -> str:
     return cell_id.replace("/", "__")
 
 
-def _status(results: Path, stage: str, axes: dict[str, Any]) -> dict[str, Any] | None:
-    p = paths.fill(results, stage, "status.json", **axes)
-    return read_status(p) if p.exists() else None
-
-
 def _graph(results: Path, cell: matrix.Cell, cells: list[matrix.Cell]) -> tuple[dict[str, Any], str]:
     """The quantize record whose graph this cell builds: its own, else a sibling's."""
-    own = _status(results, "quantize", cell.axes())
+    own = stage_status(results, "quantize", **cell.axes())
     if own and own["status"] == "ok":
         return own, cell.toolset
     for other in cells:
         if (other.model, other.opset, other.quantizer) == (cell.model, cell.opset, cell.quantizer):
-            rec = _status(results, "quantize", other.axes())
+            rec = stage_status(results, "quantize", **other.axes())
             if rec and rec["status"] == "ok":
                 return rec, other.toolset
     raise HandoffError(f"{cell.id}: no graph of {cell.model} opset {cell.opset} quantizer "

@@ -83,3 +83,12 @@ def read_status(path: str | Path) -> dict[str, Any]:
     if not isinstance(rec, dict) or rec.get("status") not in STATUSES:
         raise StatusFileError(f"{p}: not a quantsweep status file (no valid 'status')")
     return rec
+
+
+def stage_status(results: str | Path, stage: str, **axes: Any) -> dict[str, Any] | None:
+    """The status record of ``stage`` for the cell ``axes``, or None when the stage has not run."""
+    from quantsweep.paths import fill
+
+    p = fill(results, stage, "status.json", **axes)
+    return read_status(p) if p.exists() else None
+

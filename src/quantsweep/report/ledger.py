@@ -129,9 +129,8 @@ def build_ledger(summary: Any, results: Path, specs: dict[str, Any], manifest: d
                  images: int = 4, root: Path = Path(".")) -> dict[str, Any]:
     """The ledger, with the divergence check for the largest INT8 drop of each chain whose INT8
     graph is a measured Q/DQ ONNX."""
-    from quantsweep import paths
     from quantsweep.quantize.calibdata import calib_feeds, onnx_bindings
-    from quantsweep.status import read_status
+    from quantsweep.status import stage_status
 
     rows = steps(summary)
     divergence = {}
@@ -143,11 +142,9 @@ def build_ledger(summary: Any, results: Path, specs: dict[str, Any], manifest: d
         worst = min(rs, key=lambda r: r["delta"])
         quantizer = worst["to_cell"].split("/")[3]
         axes = {"model": model, "toolset": toolset, "opset": opset, "quantizer": quantizer}
-        qp = paths.fill(results, "quantize", "status.json", **axes)
-        ep = paths.fill(results, "export", "status.json", **axes)
-        if not (qp.exists() and ep.exists()):
+        q, e = stage_status(results, "quantize", **axes), stage_status(results, "export", **axes)
+        if q is None or e is None:
             continue
-        q, e = read_status(qp), read_status(ep)
         int8 = root / q["artifacts"].get("model", "")
         fp32 = root / (q["artifacts"].get("float_model") or e["artifacts"].get("model", ""))
         if not (int8.suffix == ".onnx" and fp32.suffix == ".onnx" and int8.exists() and fp32.exists()):

@@ -12,16 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from quantsweep import paths
-from quantsweep.status import read_status, write_text_atomic
+from quantsweep.status import stage_status, write_text_atomic
 
 KEY_PACKAGES = ("paddlepaddle", "paddle2onnx", "paddleslim", "torch", "onnx", "onnxruntime",
                 "tensorrt", "nvidia-modelopt", "numpy")
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
 CHAIN = ("toolset", "framework", "export", "quantize", "build", "evaluate")
-
-
-def _read(path: Path) -> dict[str, Any] | None:
-    return read_status(path) if path.exists() else None
 
 
 def cell_row(results: Path, cell: dict[str, Any]) -> dict[str, Any]:
@@ -32,7 +28,7 @@ def cell_row(results: Path, cell: dict[str, Any]) -> dict[str, Any]:
                    mode="skipped")
         return row
     # each stage's path template takes the axes it depends on and ignores the rest
-    stages = {s: _read(paths.fill(results, s, "status.json", **axes)) for s in CHAIN}
+    stages = {s: stage_status(results, s, **axes) for s in CHAIN}
     root = None
     for stage in CHAIN:
         rec = stages[stage]
