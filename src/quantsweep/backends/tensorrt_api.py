@@ -136,7 +136,7 @@ class DataCalibrator:
         self.feeds, self.cache_path, self.batches = feeds, Path(cache_path), 0
         self.dev = device if device is not None else default_device()
         self.adapt: FeedAdapter | None = None
-        self.buffers: dict[str, _Buffer] = {}
+        self.buffers = DeviceBuffers(self.dev)
         owner = self
         base = getattr(trt, CALIBRATORS[algorithm])
 
@@ -165,14 +165,7 @@ class DataCalibrator:
 
     def to_device(self, batch: dict[str, np.ndarray], names: list[str]) -> list[int]:
         feeds = self.adapt(batch) if self.adapt else batch
-        ptrs = []
-        for name in names:
-            x = np.ascontiguousarray(feeds[name])
-            b = self.buffers.get(name)
-            if b is None or b.nbytes < x.nbytes:
-                b = self.buffers[name] = _Buffer(self.dev.malloc(x.nbytes), x.nbytes)
-            self.dev.h2d(b.ptr, x)
-            ptrs.append(b.ptr)
+        ptrs = [self.buffers.upload(name, np.ascontiguousarray(feeds[name])) for name in names]
         self.dev.sync()
         self.batches += 1
         return ptrs
@@ -432,6 +425,35 @@ class _Buffer:
     nbytes: int
 
 
+class DeviceBuffers:
+    """One device allocation per tensor name, reallocated when a larger one is needed."""
+
+    def __init__(self, dev: Device):
+        self.dev = dev
+        self._b: dict[str, _Buffer] = {}
+
+    def get(self, name: str, nbytes: int) -> int:
+        b = self._b.get(name)
+        if b is None or b.nbytes < nbytes:
+            if b is not None:
+                self.dev.free(b.ptr)
+            b = self._b[name] = _Buffer(self.dev.malloc(nbytes), nbytes)
+        return b.ptr
+
+    def ptr(self, name: str) -> int:
+        return self._b[name].ptr
+
+    def upload(self, name: str, host: np.ndarray) -> int:
+        ptr = self.get(name, host.nbytes)
+        self.dev.h2d(ptr, host)
+        return ptr
+
+    def free_all(self) -> None:
+        for b in self._b.values():
+            self.dev.free(b.ptr)
+        self._b.clear()
+
+
 class Runner:
     """Runs a serialized engine: ``infer(feeds) -> outputs`` by tensor name."""
 
@@ -458,15 +480,7 @@ class Runner:
         self.adapt = FeedAdapter(self.inputs)
         self.dev = device if device is not None else default_device()
         self.device = f"cuda:0 ({self.dev.name})"
-        self._buffers: dict[str, _Buffer] = {}
-
-    def _buffer(self, name: str, nbytes: int) -> int:
-        b = self._buffers.get(name)
-        if b is None or b.nbytes < nbytes:
-            if b is not None:
-                self.dev.free(b.ptr)
-            b = self._buffers[name] = _Buffer(self.dev.malloc(nbytes), nbytes)
-        return b.ptr
+        self.buffers = DeviceBuffers(self.dev)
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feeds = self.adapt(feeds)  # each input in the dtype its binding has (seed 004)
@@ -475,32 +489,30 @@ class Runner:
             if not self.context.set_input_shape(name, tuple(x.shape)):
                 raise ValueError(f"input {name!r}: shape {list(x.shape)} is outside the engine's "
                                  f"optimization profile")
-            self.dev.h2d(self._buffer(name, x.nbytes), x)
+            self.buffers.upload(name, x)
         outs = {}
         for name in self.names:
             if name in self.input_names:
                 continue
             shape = tuple(_dims(self.context.get_tensor_shape(name)))
             outs[name] = np.empty(shape, dtype=self.dtypes[name])
-            self._buffer(name, outs[name].nbytes)
+            self.buffers.get(name, outs[name].nbytes)
         if self.major >= 10:
             for name in self.names:
-                self.context.set_tensor_address(name, self._buffers[name].ptr)
+                self.context.set_tensor_address(name, self.buffers.ptr(name))
             ok = self.context.execute_async_v3(self.dev.stream)
         else:  # 8.6: bindings in I/O-tensor order
             self.dev.sync()
-            ok = self.context.execute_v2([self._buffers[n].ptr for n in self.names])
+            ok = self.context.execute_v2([self.buffers.ptr(n) for n in self.names])
         if not ok:
             raise RuntimeError("TensorRT execution failed: " + "; ".join(self.log[-3:]))
         for name, host in outs.items():
-            self.dev.d2h(host, self._buffers[name].ptr)
+            self.dev.d2h(host, self.buffers.ptr(name))
         self.dev.sync()
         return outs
 
     def close(self) -> None:
-        for b in self._buffers.values():
-            self.dev.free(b.ptr)
-        self._buffers.clear()
+        self.buffers.free_all()
 
 
 def runner(artifact: str | Path, options: dict[str, Any]) -> Runner:
