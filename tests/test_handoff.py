@@ -150,3 +150,28 @@ def test_tensorrt_rows_point_at_their_simulated_sibling() -> None:
     assert rows[1]["simulated_sibling"] == rows[2]["simulated_sibling"] == rows[0]["cell"]
     assert rows[1]["simulated_AP"] == 0.45
     assert "simulated_sibling" not in rows[3] and "simulated_sibling" not in rows[4]
+
+
+def test_bundle_takes_the_graph_the_build_stage_would(tmp_path: Path) -> None:
+    """A trt-calibrator cell (float graph + TensorRT's own cache) is bundled as implicit INT8
+    without tensorrt.int8 saying so: the bundle and the build stage choose the graph alike."""
+    base = config()
+    cfg = validate_config({**{k: v for k, v in base.items() if k not in ("matrix", "exclude")},
+                           "matrix": [{"models": ["demo-torch"], "toolsets": ["trt8.6"], "opsets": [13],
+                                       "quantizers": ["trt-calibrator"], "precisions": ["int8"],
+                                       "backends": ["trtexec"]}]})
+    results = tmp_path / "results"
+    cell = matrix.expand(cfg)[0].cell
+    cache = tmp_path / "calibration.cache"
+    cache.write_text("TRT-8601-EntropyCalibration2\nimages: 3c010204\n")
+    model = detector(tmp_path / "graph.onnx")
+    write_status(paths.fill(results, "quantize", "status.json", **cell.axes()), make_status(
+        "quantize", cell.id, "ok", artifacts={"model": str(model), "float_model": str(model),
+                                              "calibration_cache": str(cache)},
+        data={"int8": False, "quantizer": "trt-calibrator", "calibration": "implicit"}))
+    out = tmp_path / "bundle"
+    assert handoff.bundle(cfg, results, out) == [cell.id]
+    d = out / "cells" / json.loads((out / "manifest.json").read_text())["cells"][cell.id]
+    script = (d / "run.sh").read_text()
+    assert "--int8 --calib=calibration.cache" in script
+    assert (d / "calibration.cache").read_text() == cache.read_text()

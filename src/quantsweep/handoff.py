@@ -84,8 +84,10 @@ def bundle(cfg: dict[str, Any], results: Path, out: Path, selected: list[str] | 
 
 def _bundle(cfg: dict[str, Any], results: Path, out: Path, selected: list[str] | None,
             root: Path) -> list[str]:
-    from quantsweep.backends.tensorrt_plan import BuildRequest, CommandError, graph_inputs
+    from quantsweep.backends.build import tensorrt_build_request, tensorrt_graph
+    from quantsweep.backends.tensorrt_plan import CommandError, graph_inputs
     from quantsweep.backends.trtexec import command
+    from quantsweep.job import Skip
 
     planned = [p.cell for p in matrix.expand(cfg) if p.status == "planned"]
     trt_cells = [c for c in planned if c.backend in TRT_BACKENDS]
@@ -113,27 +115,21 @@ def _bundle(cfg: dict[str, Any], results: Path, out: Path, selected: list[str] |
                 raise
             missing.append(str(exc))
             continue
+        try:  # the graph (and cache) the cell's build stage would take
+            graph, cache, qdq = tensorrt_graph(q, cell.precision, opts)
+        except Skip as exc:
+            if selected:
+                raise HandoffError(f"{cell.id}: {exc.message}") from None
+            missing.append(f"{cell.id}: {exc.message}")
+            continue
         d = out / "cells" / _slug(cell.id)
         d.mkdir()
-        arts = q["artifacts"]
-        int8_model = bool(q.get("data", {}).get("int8"))
-        implicit = cell.precision == "int8" and opts.get("int8", "explicit") == "implicit"
-        src = arts["float_model"] if implicit else arts["model"]
-        shutil.copyfile(root / src, d / "model.onnx")
-        cache = None
-        if implicit and arts.get("calibration_cache"):
-            shutil.copyfile(root / arts["calibration_cache"], d / "calibration.cache")
-            cache = Path("calibration.cache")
+        shutil.copyfile(root / graph, d / "model.onnx")
+        if cache is not None:
+            shutil.copyfile(root / cache, d / "calibration.cache")
         version = _trt_version(cfg, cell.toolset)
-        req = BuildRequest(onnx=Path("model.onnx"), precision=cell.precision, trt_version=version,
-                           engine=Path(OUT) / "model.engine", cache=cache,
-                           qdq=int8_model and not implicit,
-                           batch=tuple(opts.get("batch", (1, 1, 1))),  # type: ignore[arg-type]
-                           dims=dict(opts.get("dims", {})),
-                           layer_precisions=dict(opts.get("layer_precisions", {})),
-                           timing_cache=Path(OUT) / "timing.cache",
-                           layer_info=Path(OUT) / "layers.json", profile=Path(OUT) / "profile.json",
-                           workspace_mib=opts.get("workspace_mib"))
+        req = tensorrt_build_request(Path("model.onnx"), cell.precision, version, Path(OUT), opts,
+                                     Path("calibration.cache") if cache is not None else None, qdq)
         spec = {"cell": cell.id, **cell.axes(), "tensorrt_version": version, "graph_from": graph_from,
                 "request": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(req).items()}}
         try:

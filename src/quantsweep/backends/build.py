@@ -44,17 +44,17 @@ def run(job: Job) -> Result:
     if backend == "paddle_tensorrt":
         return paddle_tensorrt_build(job, precision, int8_model)
     if backend in ("tensorrt_api", "trtexec"):
-        return tensorrt_build(job, backend, precision, int8_model)
+        return tensorrt_build(job, backend, precision)
     raise Skip("not_implemented", f"backend {backend!r} is not implemented in this quantsweep version")
 
 
-def tensorrt_request(job: Job, precision: str, int8_model: bool, trt_version: str) -> BuildRequest:
-    """The cell's TensorRT build: a Q/DQ graph (explicit INT8), or with ``tensorrt.int8:
-    implicit`` the float graph plus the quantizer's calibration cache (TensorRT <= 10)."""
-    from quantsweep.backends.tensorrt_plan import BuildRequest
-
-    opts = job.params.get("tensorrt", {})
-    q = job.inputs["quantize"]
+def tensorrt_graph(q: dict[str, Any], precision: str,
+                   opts: dict[str, Any]) -> tuple[Path, Path | None, bool]:
+    """(graph, cache, qdq) that a TensorRT build of ``precision`` takes from the cell's quantize
+    record: a Q/DQ graph (explicit INT8); or, with ``tensorrt.int8: implicit`` or a quantizer
+    that calibrates implicitly (trt-calibrator), the float graph plus its calibration cache
+    (TensorRT <= 10). Skip when the graph does not fit the precision."""
+    int8_model = bool(q["data"].get("int8"))
     implicit = precision == "int8" and (opts.get("int8", "explicit") == "implicit"
                                         or q["data"].get("calibration") == "implicit")
     if implicit:
@@ -62,24 +62,39 @@ def tensorrt_request(job: Job, precision: str, int8_model: bool, trt_version: st
         if not cache:
             raise Skip("no_cache", f"tensorrt.int8 is implicit but quantizer "
                                    f"{q['data'].get('quantizer')!r} leaves no calibration cache")
-        onnx, cache_path = Path(q["artifacts"]["float_model"]), Path(cache)
-        _check_cache(cache_path, onnx, trt_version)
-    else:
-        if (precision == "int8") != int8_model:
-            raise Skip("precision_mismatch",
-                       f"TensorRT {precision} of this {'quantized' if int8_model else 'float'} graph: "
-                       + ("INT8 needs a Q/DQ graph (a quantizer), or tensorrt.int8: implicit with a "
-                          "calibration cache" if precision == "int8" else
-                          "a Q/DQ graph builds as INT8 only"))
-        onnx, cache_path = job.artifact("quantize", "model"), None
-    out = job.out_dir
+        return Path(q["artifacts"]["float_model"]), Path(cache), False
+    if (precision == "int8") != int8_model:
+        raise Skip("precision_mismatch",
+                   f"TensorRT {precision} of this {'quantized' if int8_model else 'float'} graph: "
+                   + ("INT8 needs a Q/DQ graph (a quantizer), or tensorrt.int8: implicit with a "
+                      "calibration cache" if precision == "int8" else
+                      "a Q/DQ graph builds as INT8 only"))
+    return Path(q["artifacts"]["model"]), None, int8_model
+
+
+def tensorrt_build_request(onnx: Path, precision: str, trt_version: str, out: Path,
+                           opts: dict[str, Any], cache: Path | None, qdq: bool) -> BuildRequest:
+    """The build of ``onnx`` with its outputs (engine, timing cache, layer info, profile) in
+    ``out`` and the ``tensorrt`` config's profile, layer precisions and workspace."""
+    from quantsweep.backends.tensorrt_plan import BuildRequest
+
     return BuildRequest(onnx=onnx, precision=precision, trt_version=trt_version,
-                        engine=out / "model.engine", cache=cache_path, qdq=int8_model and not implicit,
+                        engine=out / "model.engine", cache=cache, qdq=qdq,
                         batch=tuple(opts.get("batch", (1, 1, 1))),  # type: ignore[arg-type]
                         dims=dict(opts.get("dims", {})),
                         layer_precisions=dict(opts.get("layer_precisions", {})),
                         timing_cache=out / "timing.cache", layer_info=out / "layers.json",
                         profile=out / "profile.json", workspace_mib=opts.get("workspace_mib"))
+
+
+def tensorrt_request(job: Job, precision: str, trt_version: str) -> BuildRequest:
+    """The cell's TensorRT build (``tensorrt_graph``); an implicit-INT8 cache is checked
+    against the graph first."""
+    opts = job.params.get("tensorrt", {})
+    onnx, cache, qdq = tensorrt_graph(job.inputs["quantize"], precision, opts)
+    if cache is not None:
+        _check_cache(cache, onnx, trt_version)
+    return tensorrt_build_request(onnx, precision, trt_version, job.out_dir, opts, cache, qdq)
 
 
 def _check_cache(cache_path: Path, onnx: Path, trt_version: str) -> None:
@@ -102,7 +117,7 @@ def _check_cache(cache_path: Path, onnx: Path, trt_version: str) -> None:
 FALLBACK_CLASSES = ("no_implementation",)
 
 
-def tensorrt_build(job: Job, backend: str, precision: str, int8_model: bool) -> Result:
+def tensorrt_build(job: Job, backend: str, precision: str) -> Result:
     """A TensorRT engine for the cell. An INT8 build that fails with a class the fallback policy
     covers (``tensorrt.fallback``) stays a failed row; the fallback build is recorded in it
     (``data.fallback``) and becomes its own linked row in the summary."""
@@ -121,7 +136,7 @@ def tensorrt_build(job: Job, backend: str, precision: str, int8_model: bool) -> 
                                               "or set tensorrt.version")
     elif not ok:
         raise Skip("missing_requirement", version)
-    req = tensorrt_request(job, precision, int8_model, version)
+    req = tensorrt_request(job, precision, version)
     try:
         return _tensorrt_once(job, backend, req, exe)
     except ToolFailure as exc:
