@@ -118,6 +118,7 @@ def validate_config(cfg: Any, source: str = "config") -> dict[str, Any]:
     """Validate ``cfg`` in place (defaults filled) and return it; raise ConfigError."""
     if not isinstance(cfg, dict):
         raise ConfigError(f"{source}: the configuration must be a mapping, got {type(cfg).__name__}")
+    _apply_presets(cfg)
     schema = load_schema()
     validator = _validator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(e.path), list(map(str, e.path))))
@@ -193,11 +194,10 @@ def _cross_check(cfg: dict[str, Any], source: str) -> None:
         if model["source"] not in ("onnx", "paddle") and "from" in model:
             problems.append(f"models.{name}.from: only for sources 'onnx' and 'paddle'")
         problems += _export_option_problems(name, model)
-        dec = model["decode"]
-        need = ("bbox", "bbox_num") if dec["layout"] == "paddle_bbox" else ("boxes", "scores", "labels")
-        for key in need:
-            if dec.get(key) is None:
-                problems.append(f"models.{name}.decode.{key}: required for layout {dec['layout']!r}")
+        problems += decode_problems(name, model["decode"])
+        if model["source"] in ("onnx", "paddle") and "path" in model and not Path(model["path"]).exists():
+            problems.append(f"models.{name}.path: {model['path']!r} does not exist (relative paths "
+                            f"are read from {Path.cwd()})")
         names = [t["name"] for t in model.get("inputs", [])]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -230,6 +230,54 @@ def _cross_check(cfg: dict[str, Any], source: str) -> None:
             problems.append(f"demo.toolset: toolset {demo['toolset']!r} is not defined")
     if problems:
         raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def _apply_presets(cfg: dict[str, Any]) -> None:
+    """Fill each model's decode block from its preset (the user's keys win) before the schema
+    adds defaults, so a preset's values are not masked by them."""
+    from quantsweep.evaluate.presets import apply_preset
+
+    models = cfg.get("models")
+    if isinstance(models, dict):
+        for model in models.values():
+            if isinstance(model, dict) and isinstance(model.get("decode"), dict):
+                model["decode"] = apply_preset(model["decode"])
+
+
+def decode_problems(name: str, dec: dict[str, Any]) -> list[str]:
+    """What the schema cannot say about a decode block: the outputs each layout needs, an
+    output named twice, the columns of ``rows``."""
+    from quantsweep.evaluate.decode import OUTPUT_KEYS, ROW_BOX_COLUMNS, row_box_format
+
+    out = []
+    key = f"models.{name}.decode"
+    need, optional = OUTPUT_KEYS[dec["layout"]]
+    for k in need:
+        if dec.get(k) is None:
+            out.append(f"{key}.{k}: required for layout {dec['layout']!r}")
+    refs = [(k, dec[k]) for k in need + optional if dec.get(k) is not None]
+    seen: dict[Any, str] = {}
+    for k, ref in refs:
+        if ref in seen:
+            out.append(f"{key}.{k}: output {ref!r} is already decode.{seen[ref]}; each role needs "
+                       f"its own output")
+        seen.setdefault(ref, k)
+    if dec["layout"] == "rows" and dec.get("columns"):
+        cols = dec["columns"]
+        dup = sorted({c for c in cols if cols.count(c) > 1 and c != "skip"})
+        if dup:
+            out.append(f"{key}.columns: {dup} named more than once")
+        for must in ("score", "class"):
+            if must not in cols:
+                out.append(f"{key}.columns: {cols} has no {must!r} column")
+        if row_box_format(cols) is None:
+            out.append(f"{key}.columns: {cols} has no complete box; one of "
+                       + ", ".join("[" + ", ".join(v) + "]" for v in ROW_BOX_COLUMNS.values()))
+    elif dec["layout"] == "rows":
+        out.append(f"{key}.columns: required for layout 'rows'")
+    if dec["label_map"] == "names" and dec["layout"] == "paddle_bbox" and not dec.get("names"):
+        out.append(f"{key}.names: label_map 'names' on a Paddle model needs decode.names")
+    return out
 
 
 # export options and the model sources whose exporter has them

@@ -84,6 +84,7 @@ def diagnose(results: Path, axes: dict[str, Any], annotations: Path | None = Non
         collapsed = ap is not None and ap < NEAR_ZERO_AP and (fp32_ap is None or fp32_ap > 4 * NEAR_ZERO_AP)
         if dets and dets.exists() and annotations and annotations.exists():
             out += check_detections(dets, annotations, collapsed, conv)
+        out += check_foreign(ev, ep)
         if collapsed and fp32_ap is not None:
             out.append(finding("error", "ap_collapsed", f"AP {ap:.4f} while the FP32 sibling has "
                                f"{fp32_ap:.4f}", seed="000/004", file=str(ep), value=ap))
@@ -217,19 +218,21 @@ def check_detections(dets_path: Path, annotations: Path, collapsed: bool,
     boxes = np.array([d["bbox"] for d in dets], dtype=float)
     scores = np.array([d["score"] for d in dets], dtype=float)
     wh = boxes[:, 2:]
-    if np.all(np.abs(boxes) < 1e-6) or np.mean((wh[:, 0] <= 0.5) | (wh[:, 1] <= 0.5)) > 0.95:
+    imgs = {i["id"]: i for i in gt.get("images", [])}
+    zero = np.all(np.abs(boxes) < 1e-6, axis=1)
+    if imgs and np.mean(zero) < 0.5 and np.percentile(np.abs(boxes), 99) <= 1.5 and \
+            min(i["width"] for i in imgs.values()) > 4:
+        out.append(finding("error", "normalized_boxes", "boxes are within [0, 1.5]: normalized "
+                           "coordinates where COCO wants pixels", fix="scale by the image size "
+                           "(decode coordinates: normalized, or normalized_input for boxes "
+                           "relative to the network input)", file=f, value=boxes[0].tolist()))
+    elif np.all(zero) or np.mean((wh[:, 0] <= 0.5) | (wh[:, 1] <= 0.5)) > 0.95:
         out.append(finding("error", "zero_boxes", f"{np.mean(np.all(np.abs(boxes) < 1e-6, axis=1)):.0%} "
                            f"of {len(boxes)} boxes are all zero, {np.mean(wh.min(axis=1) <= 0.5):.0%} "
                            f"are degenerate (w or h <= 0.5 px)",
                            fix="check each input's dtype against the engine binding (an int64 "
                                "orig_target_sizes read as int32 scales every box by 0: field report "
                                "004) and the box decoding", seed="004", file=f, value=boxes[0].tolist()))
-    imgs = {i["id"]: i for i in gt.get("images", [])}
-    if imgs and not out and np.percentile(np.abs(boxes), 99) <= 1.5 and \
-            min(i["width"] for i in imgs.values()) > 4:
-        out.append(finding("error", "normalized_boxes", "boxes are within [0, 1.5]: normalized "
-                           "coordinates where COCO wants pixels", fix="scale by the image size "
-                           "(decode coordinates: normalized)", file=f, value=boxes[0].tolist()))
     if len(scores) > 10 and float(np.ptp(scores)) < 1e-6:
         out.append(finding("warning", "constant_scores", f"all {len(scores)} scores equal "
                            f"{scores[0]:.4g}: the ranking carries no information", file=f,
@@ -249,11 +252,69 @@ def check_detections(dets_path: Path, annotations: Path, collapsed: bool,
                            f"{annotations.name}", file=f, value=sorted(unknown)[:5]))
     if collapsed and not out:
         out += _layout_hint(dets, gt, f)
+    if collapsed:
+        out += _class_offset_hint(dets, gt, f)
     for c in conversions:
         out.append(finding("info", "input_converted", f"input {c['name']!r} was fed {c['fed']} and "
                            f"converted to the binding's {c['bound']} (lossless)", seed="004",
                            file=f, tensor=c["name"], value=f"{c['fed']}->{c['bound']}"))
     return out
+
+
+def check_foreign(ev: dict[str, Any], ep: Path) -> list[dict[str, Any]]:
+    """Detections of categories the dataset lacks were dropped before scoring."""
+    data = ev.get("data", {})
+    n = data.get("foreign_detections") or 0
+    out = []
+    if n:
+        ids = data.get("foreign_category_ids") or {}
+        out.append(finding("warning", "foreign_detections", f"{n} detections named category ids "
+                           f"the dataset does not have ({', '.join(list(ids)[:10])}) and were "
+                           f"dropped before scoring", fix="check decode.label_map (dataset, "
+                           "coco80, coco91, names or a list): a model trained on another class "
+                           "set, or contiguous indices read as COCO ids", file=str(ep), value=n))
+    if data.get("unmatched_class_names"):
+        names = data["unmatched_class_names"]
+        out.append(finding("info", "unmatched_class_names", f"{len(names)} of the model's class "
+                           f"names match no dataset category: {names[:8]}", file=str(ep),
+                           value=names[:8]))
+    return out
+
+
+def _class_offset_hint(dets: list[dict[str, Any]], gt: dict[str, Any], f: str) -> list[dict[str, Any]]:
+    """Boxes that sit on ground truth of another class, all shifted by the same number of
+    positions in the dataset's category order: class indices read with the wrong label map."""
+    import numpy as np
+
+    order = {c["id"]: i for i, c in enumerate(sorted(gt.get("categories", []), key=lambda c: c["id"]))}
+    by_img: dict[int, list[dict[str, Any]]] = {}
+    for a in gt.get("annotations", []):
+        by_img.setdefault(a["image_id"], []).append(a)
+    shifts = []
+    for d in sorted(dets, key=lambda d: -d["score"])[:500]:
+        anns = by_img.get(d["image_id"])
+        if not anns or d["category_id"] not in order:
+            continue
+        g = np.array([a["bbox"] for a in anns], float)
+        b = np.array(d["bbox"], float)
+        w = np.clip(np.minimum(b[0] + b[2], g[:, 0] + g[:, 2]) - np.maximum(b[0], g[:, 0]), 0, None)
+        h = np.clip(np.minimum(b[1] + b[3], g[:, 1] + g[:, 3]) - np.maximum(b[1], g[:, 1]), 0, None)
+        iou = w * h / np.maximum(b[2] * b[3] + g[:, 2] * g[:, 3] - w * h, 1e-9)
+        k = int(np.argmax(iou))
+        if iou[k] >= 0.5 and anns[k]["category_id"] in order:
+            shifts.append(order[d["category_id"]] - order[anns[k]["category_id"]])
+    if len(shifts) < 5:
+        return []
+    vals, counts = np.unique(shifts, return_counts=True)
+    top = int(vals[np.argmax(counts)])
+    share = counts.max() / len(shifts)
+    if top == 0 or share < 0.5:
+        return []
+    return [finding("error", "class_offset", f"{share:.0%} of {len(shifts)} detections that sit "
+                    f"on a ground-truth box name the category {top:+d} positions away from it in "
+                    f"the dataset's category order", fix="check decode.label_map: contiguous "
+                    "indices (coco80) vs category ids (coco91), a background class at 0, or "
+                    "1-based labels", file=f, value=top)]
 
 
 def _layout_hint(dets: list[dict[str, Any]], gt: dict[str, Any], f: str) -> list[dict[str, Any]]:
@@ -277,13 +338,16 @@ def _layout_hint(dets: list[dict[str, Any]], gt: dict[str, Any], f: str) -> list
         return float(np.max(inter / np.maximum(union, 1e-9)))
 
     top = sorted(dets, key=lambda d: -d["score"])[:200]
-    as_is = np.mean([best_iou(np.array(d["bbox"], float), d["image_id"]) for d in top])
-    fixed = np.mean([best_iou(np.array([d["bbox"][0], d["bbox"][1], d["bbox"][2] - d["bbox"][0],
-                                        d["bbox"][3] - d["bbox"][1]], float), d["image_id"])
-                     for d in top])
-    if fixed > 2 * as_is and fixed > 0.3:
-        return [finding("error", "xyxy_as_xywh", f"read as x1,y1,x2,y2 the boxes match the ground "
-                        f"truth (mean best IoU {fixed:.2f} vs {as_is:.2f} as written)",
+    as_is = np.array([best_iou(np.array(d["bbox"], float), d["image_id"]) for d in top])
+    fixed = np.array([best_iou(np.array([d["bbox"][0], d["bbox"][1], d["bbox"][2] - d["bbox"][0],
+                                         d["bbox"][3] - d["bbox"][1]], float), d["image_id"])
+                      for d in top])
+    # boxes that sit on a ground-truth box (IoU >= 0.75) as written vs read as x1,y1,x2,y2
+    hit_as_is, hit_fixed = float(np.mean(as_is >= 0.75)), float(np.mean(fixed >= 0.75))
+    if hit_fixed >= 0.3 and hit_fixed > 2 * hit_as_is:
+        return [finding("error", "xyxy_as_xywh", f"read as x1,y1,x2,y2, {hit_fixed:.0%} of the top "
+                        f"boxes sit on a ground-truth box (IoU >= 0.75) vs {hit_as_is:.0%} as "
+                        f"written (mean best IoU {fixed.mean():.2f} vs {as_is.mean():.2f})",
                         fix="convert x2,y2 to width,height (decode layout)", file=f,
                         value=top[0]["bbox"])]
     return []

@@ -91,10 +91,15 @@ def _post_evaluate(result: dict[str, Any], out_dir: Path, params: dict[str, Any]
     metrics = score_detections(result["artifacts"]["detections"],
                                manifest["splits"]["val"]["annotations"], mode=result["mode"],
                                engine=params.get("evaluate", {}).get("coco_engine", "pycocotools"))
+    for key in ("foreign_detections", "foreign_category_ids"):  # dropped before scoring
+        if key in result["data"]:
+            metrics[key] = result["data"][key]
     st.write_json_atomic(out_dir / "metrics.json", metrics)
     result["artifacts"]["metrics"] = str(out_dir / "metrics.json")
     result["data"]["AP"] = metrics["AP"]
     return result
+
+
 
 
 POST_HOOKS: dict[str, PostHook] = {"evaluate": _post_evaluate, "framework_eval": _post_evaluate}
@@ -195,7 +200,12 @@ def run_stage(stage: str, cell: str, out_dir: Path, toolset_dir: Path | None,
             return finish("failed", reason, message)
         result = json.loads(result_path.read_text())
         if result["status"] == "ok" and stage in POST_HOOKS:
-            result = POST_HOOKS[stage](result, out_dir, params)
+            try:
+                result = POST_HOOKS[stage](result, out_dir, params)
+            except (ValueError, KeyError) as exc:  # detections the scorer refuses: the row fails
+                msg = str(exc) if isinstance(exc, ValueError) else f"a detection lacks the key {exc}"
+                return finish("failed", "scoring_error", msg, mode=result["mode"],
+                              artifacts=result["artifacts"], data=result["data"])
         return finish(result["status"], result["reason_class"], result["message"],
                       mode=result["mode"], backend=result.get("backend") or backend,
                       device=result.get("device", "cpu"), artifacts=result["artifacts"],

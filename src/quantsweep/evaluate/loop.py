@@ -11,7 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from quantsweep.evaluate.decode import DecodeError, label_to_category, split_outputs, to_detections
+from quantsweep.evaluate.decode import (
+    DecodeError,
+    label_to_category,
+    parse_names,
+    split_outputs,
+    to_detections,
+    unmatched_names,
+)
 from quantsweep.evaluate.preprocess import Meta, build_feeds, load_image, preprocess
 from quantsweep.job import Job, Result, ToolFailure, tool_call
 from quantsweep.status import write_json_atomic
@@ -43,11 +50,34 @@ def iter_preprocessed(images: list[dict[str, Any]], pre: dict[str, Any],
             yield fut.result()
 
 
+def model_class_names(model: str | Path | None, dec: dict[str, Any]) -> list[str] | None:
+    """The model's class names: ``decode.names``, else the ONNX metadata ``names`` (written by
+    Ultralytics' exporter), else None."""
+    if dec.get("names"):
+        return parse_names(dec["names"])
+    if model is None or not str(model).endswith(".onnx") or not Path(model).is_file():
+        return None
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(model), load_external_data=False).metadata_props}
+    return parse_names(meta["names"]) if "names" in meta else None
+
+
 def evaluate_runner(runner: Any, spec: dict[str, Any], manifest: dict[str, Any],
-                    ev: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+                    ev: dict[str, Any], model_names: list[str] | None = None
+                    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Detections of the val split and the loop's numbers. A decode or label-map problem is a
+    ToolFailure (a failed row); detections of categories the dataset lacks are dropped and
+    counted (``foreign_detections``), or fail the row with ``foreign_categories: error``."""
     images = val_images(manifest, "val", ev.get("max_images"))
-    cat_ids = label_to_category(spec["decode"]["label_map"], manifest["categories"])
+    dec = spec["decode"]
+    try:
+        cat_ids = label_to_category(dec["label_map"], manifest["categories"], model_names)
+    except DecodeError as exc:
+        raise ToolFailure(exc.reason_class, str(exc)) from None
+    dataset_ids = {c["id"] for c in manifest["categories"]}
     dets: list[dict[str, Any]] = []
+    foreign: dict[int, int] = {}
     infer_s = 0.0
     t0 = time.monotonic()
     for im, x, meta in iter_preprocessed(images, spec["preprocess"]):
@@ -57,17 +87,34 @@ def evaluate_runner(runner: Any, spec: dict[str, Any], manifest: dict[str, Any],
             outs = runner.infer(feeds)
         infer_s += time.perf_counter() - t1
         try:
-            per = split_outputs(outs, spec["decode"], 1)[0]
-            dets += to_detections(per, meta, im["id"], spec["decode"], cat_ids,
-                                  ev["score_threshold"], ev["max_detections"])
+            per = split_outputs(outs, dec, 1)[0]
+            recs = to_detections(per, meta, im["id"], dec, cat_ids, ev["score_threshold"],
+                                 ev["max_detections"])
         except DecodeError as exc:
-            raise ToolFailure("decode", f"decoding outputs of image {im['file_name']}: {exc}") from None
+            raise ToolFailure(exc.reason_class, f"decoding the outputs of image "
+                              f"{im['file_name']}: {exc}") from None
+        for r in recs:
+            if r["category_id"] in dataset_ids:
+                dets.append(r)
+            else:
+                foreign[r["category_id"]] = foreign.get(r["category_id"], 0) + 1
+    n_foreign = sum(foreign.values())
+    if n_foreign and ev.get("foreign_categories", "drop") == "error":
+        raise ToolFailure("foreign_categories", f"{n_foreign} detections name category ids the "
+                          f"dataset does not have: {sorted(foreign)[:10]} (label_map "
+                          f"{dec['label_map'] if isinstance(dec['label_map'], str) else 'list'}; "
+                          f"evaluate.foreign_categories: error)")
     wall = time.monotonic() - t0
     n = max(1, len(images))
     conv = getattr(getattr(runner, "adapt", None), "conversions", {})
     stats = {"images": len(images), "wall_s": round(wall, 3), "images_per_s": round(n / wall, 2),
              "latency_ms_mean": round(1000 * infer_s / n, 3),
-             "input_conversions": [vars(c) for c in conv.values()]}
+             "input_conversions": [vars(c) for c in conv.values()],
+             "foreign_detections": n_foreign,
+             "foreign_category_ids": {str(k): v for k, v in sorted(foreign.items())}}
+    unmatched = unmatched_names(dec["label_map"], model_names, manifest["categories"])
+    if unmatched:
+        stats["unmatched_class_names"] = unmatched
     return dets, stats
 
 
@@ -103,7 +150,9 @@ def run(job: Job) -> Result:
         opts["paddle_tensorrt"] = job.inputs[upstream]["data"]["paddle_tensorrt"]
     with tool_call("runner_create", f"{backend} could not load {model}"):
         runner = make_runner(backend, model, opts)
-    dets, stats = evaluate_runner(runner, p["model_spec"], manifest, p["evaluate"])
+    dec = p["model_spec"]["decode"]
+    names = model_class_names(model, dec) if dec["label_map"] == "names" else None
+    dets, stats = evaluate_runner(runner, p["model_spec"], manifest, p["evaluate"], names)
     out = job.out_dir / "detections.json"
     write_json_atomic(out, dets)
     built = job.inputs.get(upstream, {})

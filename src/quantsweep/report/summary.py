@@ -67,6 +67,7 @@ def cell_row(results: Path, cell: dict[str, Any]) -> dict[str, Any]:
             row[k] = m.get(k)
         row["latency_ms"] = ev["data"].get("latency_ms_mean")
         row["images_per_s"] = ev["data"].get("images_per_s")
+        row["foreign_detections"] = ev["data"].get("foreign_detections")
         conv = ev["data"].get("input_conversions") or []
         row["input_conversions"] = "; ".join(f"{c['name']}:{c['fed']}->{c['bound']}" for c in conv)
     b = stages["build"]
@@ -185,7 +186,7 @@ def build_summary(results: str | Path, plan: list[dict[str, Any]],
     cols = ["cell", "model", "toolset", "opset", "quantizer", "precision", "backend", "status",
             "stage", "reason_class", "reason", "mode", "device", *METRICS, "framework_AP",
             "AP_delta_vs_framework", "fp32_cell", "AP_delta_vs_fp32", "speedup_vs_fp32",
-            "latency_ms", "images_per_s", "model_bytes",
+            "latency_ms", "images_per_s", "model_bytes", "foreign_detections",
             "opset_written", "exporter", "export_s", "parity_ok", "parity_cosine", "parity_max_abs",
             "input_conversions", "tool_versions", "gpu", "gpu_latency_ms", "gpu_throughput_qps",
             "engine_from", "fallback_of", "simulated_sibling", "simulated_AP", "doctor",

@@ -1,0 +1,83 @@
+"""A model's outputs never stop the sweep (real Snakemake on a tiny config, real torch export,
+ONNX Runtime and pycocotools): an undecodable graph is a failed ``decode_error`` row, detections
+of categories the dataset lacks are dropped and counted, and summary.csv is written for all."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from conftest import ORT_TOOLSET, snakemake, tiny_config, write_config
+from helpers_onnx import const_detector, one_image_coco
+
+from quantsweep.backends import onnxruntime as ortb
+from quantsweep.evaluate.loop import evaluate_runner
+from quantsweep.job import ToolFailure
+
+ONNX_INPUTS = [{"name": "images", "role": "image"},
+               {"name": "orig_target_sizes", "role": "orig_size_wh"}]
+
+
+def test_undecodable_and_foreign_models_are_rows_and_the_sweep_goes_on(tmp_path: Path):
+    cfg = tiny_config()
+    cfg["toolsets"]["ort1.20"] = dict(ORT_TOOLSET)
+    frm = {"model": "demo-torch", "toolset": "torch2.13"}
+    cfg["models"]["as-yolo"] = {  # a yolo layout on the [1,K,4] boxes output: cannot decode
+        "source": "onnx", "from": frm, "inputs": ONNX_INPUTS,
+        "decode": {"layout": "yolo", "output": "boxes"}}
+    cfg["models"]["as-coco91"] = {  # class index read as COCO id: ids the dataset lacks
+        "source": "onnx", "from": frm, "inputs": ONNX_INPUTS,
+        "decode": {"boxes": "boxes", "scores": "scores", "labels": "labels", "label_map": "coco91"}}
+    cfg["matrix"].append({"models": ["as-yolo", "as-coco91"], "toolsets": ["ort1.20"], "opsets": [13]})
+    write_config(tmp_path, cfg)
+    snakemake(tmp_path)
+    s = pd.read_csv(tmp_path / "results" / "summary.csv").set_index("model")
+    assert s.loc["demo-torch", "status"] == "ok"
+    bad = s.loc["as-yolo"]
+    assert (bad["status"], bad["stage"], bad["reason_class"]) == ("failed", "evaluate", "decode_error")
+    assert "boxes [1, 20, 4]" in bad["reason"] and "4 box" in bad["reason"], bad["reason"]
+    foreign = s.loc["as-coco91"]
+    assert foreign["status"] == "ok" and foreign["foreign_detections"] > 0
+    assert "foreign_detections" in foreign["doctor"]
+    metrics = json.loads(next((tmp_path / "results" / "as-coco91").rglob("metrics.json")).read_text())
+    assert metrics["foreign_detections"] == foreign["foreign_detections"]
+    # the dropped ids are those the demo dataset (1, 3, 7, 12, 90) does not have
+    assert set(map(int, metrics["foreign_category_ids"])) <= {0, 2, 4}
+
+
+@pytest.fixture
+def one_box(tmp_path: Path) -> tuple[object, dict, dict]:
+    ann = one_image_coco(tmp_path, [10, 10, 20, 20], 3)
+    man = {"categories": [{"id": c, "name": f"c{c}"} for c in (1, 3, 7)],
+           "splits": {"val": {"annotations": str(ann), "images": str(tmp_path / "images")}}}
+    runner = ortb.runner(str(const_detector(tmp_path / "m.onnx", [10, 10, 30, 30], label=5)),
+                         {"threads": 1})
+    spec = {"inputs": [{"name": "x", "role": "image"}],
+            "preprocess": {"resize": "stretch", "size": [64, 64], "channel_order": "RGB",
+                           "scale": 1 / 255, "mean": [0, 0, 0], "std": [1, 1, 1]},
+            "decode": {"layout": "separate", "boxes": "boxes", "scores": "scores",
+                       "labels": "labels", "box_format": "xyxy", "coordinates": "original",
+                       "label_map": [1, 3, 7, 12, 44, 45]}}
+    return runner, spec, man
+
+
+def test_foreign_categories_dropped_and_counted_or_strict(one_box):
+    runner, spec, man = one_box
+    ev = {"score_threshold": 0.001, "max_detections": 100}
+    dets, stats = evaluate_runner(runner, spec, man, ev)
+    assert dets == [] and stats["foreign_detections"] == 1
+    assert stats["foreign_category_ids"] == {"45": 1}
+    with pytest.raises(ToolFailure, match=r"1 detections name category ids the dataset does not "
+                                          r"have: \[45\]") as e:
+        evaluate_runner(runner, spec, man, {**ev, "foreign_categories": "error"})
+    assert e.value.reason_class == "foreign_categories"
+
+
+def test_label_map_too_short_is_a_label_map_row(one_box):
+    runner, spec, man = one_box
+    spec["decode"]["label_map"] = [1, 3]
+    with pytest.raises(ToolFailure, match=r"class index 5 is outside the label map of 2 entries") as e:
+        evaluate_runner(runner, spec, man, {"score_threshold": 0.001, "max_detections": 100})
+    assert e.value.reason_class == "label_map_mismatch"
