@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 
 def _cells(a: argparse.Namespace) -> int:
@@ -28,14 +30,39 @@ def _cells(a: argparse.Namespace) -> int:
 
 def _check(a: argparse.Namespace) -> int:
     from quantsweep.config import ConfigError, load_config
+    from quantsweep.inspect_model import graph_problems
 
     try:
-        load_config(a.config)
+        cfg = load_config(a.config)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    problems = [p for name, model in cfg["models"].items() for p in graph_problems(name, model)]
+    if problems:
+        print(f"error: {a.config}: the models do not fit their graphs:\n  " + "\n  ".join(problems),
+              file=sys.stderr)
+        return 2
     print(f"{a.config}: ok")
     return 0
+
+
+def _inspect_model(a: argparse.Namespace) -> int:
+    from quantsweep.inspect_model import ModelFileError, describe, format_description, models_block, recognise
+
+    try:
+        desc = describe(a.file)
+    except ModelFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    kind, dec, why = recognise(desc)
+    if a.json:
+        print(json.dumps({**desc, "layout": kind, "decode": dec, "why": why}, indent=1))
+        return 0
+    print(format_description(desc, kind, why))
+    if dec:
+        print("\n# paste into config.yaml (then set preprocess):")
+        print(models_block(a.name or Path(a.file).stem.replace(" ", "_"), desc, dec), end="")
+    return 0 if dec else 1
 
 
 def _cache_inspect(a: argparse.Namespace) -> int:
@@ -200,6 +227,12 @@ def main(argv: list[str] | None = None) -> int:
     k = sub.add_parser("check-config", help="validate a config file")
     k.add_argument("--config", default="config/config.yaml")
     k.set_defaults(func=_check)
+    im = sub.add_parser("inspect-model", help="an ONNX model's inputs/outputs, opset, metadata, the "
+                                              "decode layout it fits and a models: block to paste")
+    im.add_argument("file")
+    im.add_argument("--name", help="the model's name in the block (default: the file's stem)")
+    im.add_argument("--json", action="store_true")
+    im.set_defaults(func=_inspect_model)
     cache = sub.add_parser("cache", help="TensorRT calibration caches")
     csub = cache.add_subparsers(dest="cache_cmd", required=True)
     ci = csub.add_parser("inspect", help="header, TensorRT versions that use or ignore it, bad or "
