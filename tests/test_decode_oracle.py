@@ -103,17 +103,19 @@ def ultralytics_yolo(im: dict[str, Any], rng: np.random.Generator) -> dict[str, 
 
 
 def ultralytics_rtdetr(im: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """output0 [1, 300, 4+nc]: cx,cy,w,h normalized to the input, per-class sigmoid scores."""
+    """output0 [1, 300, 6]: cx,cy,w,h normalized to the input, score, class index; the other
+    queries score low."""
     m = im["meta"]
     box = _cxcywh(_to_input(im["xyxy"], m)) / np.array([m.in_w, m.in_h, m.in_w, m.in_h])
-    nc = len(CATS)
-    q = np.zeros((300, 4 + nc), np.float32)
+    q = np.zeros((300, 6), np.float32)
     q[:, :4] = rng.uniform(0.1, 0.3, (300, 4))
-    q[:, 4:] = rng.uniform(0, 0.0005, (300, nc))
-    slots = rng.permutation(300)[:len(box)]
-    q[slots, :4] = box
-    q[slots, 4 + im["cls"]] = _scores(len(box), rng)
-    return {"output0": q[None]}
+    q[:, 4] = rng.uniform(0, 0.0005, 300)
+    q[:, 5] = rng.integers(0, len(CATS), 300)
+    q[:len(box), :4] = box
+    q[:len(box), 4] = _scores(len(box), rng)
+    q[:len(box), 5] = im["cls"]
+    order = np.argsort(-q[:, 4], kind="stable")  # Ultralytics sorts the queries by score
+    return {"output0": q[order][None]}
 
 
 def torchvision(im: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:

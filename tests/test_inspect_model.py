@@ -45,8 +45,8 @@ NAMES80 = str({i: f"class{i}" for i in range(80)})
 ULTRA = {"author": "Ultralytics", "names": NAMES80}
 CASES = {
     "ultralytics-yolo": ([("output0", F, ["batch", 84, "anchors"])], ULTRA),
-    "ultralytics-rtdetr": ([("output0", F, [1, 300, 84])],
-                           {**ULTRA, "description": "Ultralytics RT-DETR-l model"}),
+    "ultralytics-rtdetr": ([("output0", F, ["Concatoutput0_dim_0", "Concatoutput0_dim_1", 6])],
+                           {**ULTRA, "description": "Ultralytics rtdetr-l model", "head": "RTDETRDecoder"}),
     "torchvision": ([("boxes", F, ["N", 4]), ("labels", I64, ["N"]), ("scores", F, ["N"])], {}),
     "efficient-nms": ([("num_dets", I32, [1, 1]), ("det_boxes", F, [1, 100, 4]),
                        ("det_scores", F, [1, 100]), ("det_classes", I32, [1, 100])], {}),

@@ -66,7 +66,8 @@ def recognise(desc: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
     if len(outs) == 4:
         count = [o for o in outs if o["name"].lower() in ("num_dets", "num_detections", "num")
                  or (is_int[o["name"]] and len(o["shape"]) == 2 and o["shape"][1] == 1)]
-        boxes = [o for o in outs if o["shape"][-1:] == [4] and len(o["shape"]) == 3]
+        boxes = [o for o in outs if len(o["shape"]) == 3 and o["shape"][-1] in (4, "?")
+                 or len(o["shape"]) == 3 and isinstance(o["shape"][-1], str)]
         if count and boxes:
             rest = [o for o in outs if o not in (count[0], boxes[0])]
             labels = next((o for o in rest if is_int[o["name"]] or "class" in o["name"].lower()), rest[-1])
@@ -94,18 +95,19 @@ def recognise(desc: dict[str, Any]) -> tuple[str, dict[str, Any], str]:
         _, d1, d2 = o["shape"]
         ultra = "ultralytics" in desc["producer"].lower() or "ultralytics" in json.dumps(
             desc["metadata"]).lower()
-        rtdetr = "rt-detr" in json.dumps(desc["metadata"]).lower() or "rtdetr" in json.dumps(
-            desc["metadata"]).lower()
+        rtdetr = "rtdetr" in json.dumps(desc["metadata"]).lower().replace("-", "")
+        if d2 == 6 and ultra and rtdetr:
+            dec = {"preset": "ultralytics-rtdetr", "output": o["name"]}
+            if not names:
+                dec["label_map"] = "dataset"
+            return "ultralytics-rtdetr", _drop_preset_defaults(dec), (
+                f"one tensor [B,{d1},6] of an Ultralytics RT-DETR: normalized cx,cy,w,h, score, "
+                f"class per query")
         if d2 == 6 and not (nc is not None and nc + 4 == 6):
             return "rows", {"layout": "rows", "output": o["name"], "coordinates": "input",
                             "columns": ["x1", "y1", "x2", "y2", "score", "class"]}, (
                 "one tensor [B,N,6]: rows of an end-to-end head (the usual x1,y1,x2,y2,score,"
                 "class; check the column order and coordinates for your exporter)")
-        if ultra and rtdetr and isinstance(d2, int) and (nc is None or d2 == nc + 4):
-            dec = {"preset": "ultralytics-rtdetr", "output": o["name"]}
-            return "ultralytics-rtdetr", _drop_preset_defaults(dec), (
-                f"one tensor [B,{d1},{d2}] of an Ultralytics RT-DETR: normalized cx,cy,w,h + "
-                f"{d2 - 4} class scores per query")
         if isinstance(d1, int) and (nc is None or d1 == nc + 4) and (not isinstance(d2, int) or d2 > d1):
             dec = {"preset": "ultralytics-yolo", "output": o["name"]}
             if not names:

@@ -20,11 +20,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     "ultralytics-yolo": {"layout": "yolo", "output": "output0", "box_format": "cxcywh",
                          "coordinates": "input", "label_map": "names",
                          "nms": {"iou": 0.7, "conf": 0.001, "max_det": 300}},
-    # Ultralytics RT-DETR ONNX: output0 [B, 300, 4+nc], cx,cy,w,h normalized to the network
-    # input, then per-class sigmoid scores; one box per query, no NMS
-    "ultralytics-rtdetr": {"layout": "yolo", "output": "output0", "transposed": True,
-                           "box_format": "cxcywh", "coordinates": "normalized_input",
-                           "label_map": "names", "nms": {"enabled": False, "max_det": 300}},
+    # Ultralytics RT-DETR ONNX (8.4): output0 [B, 300, 6] = cx,cy,w,h normalized to the network
+    # input, score, class index (top-300 queries, no NMS)
+    "ultralytics-rtdetr": {"layout": "rows", "output": "output0",
+                           "columns": ["cx", "cy", "w", "h", "score", "class"],
+                           "coordinates": "normalized_input", "label_map": "names"},
     # torchvision detection models: boxes [N,4] x1,y1,x2,y2 in the pixels of the tensor they
     # were given, scores [N], labels [N] (91-index COCO labels = category ids); N data-dependent
     "torchvision": {"layout": "separate", "boxes": "boxes", "scores": "scores",
