@@ -2,8 +2,8 @@
 per image, for an Ultralytics YOLOv8n graph at 320 and 640 (target <= 0.1x); and the evaluation
 loop on the YOLOv8n graph vs a bare InferenceSession.run loop over the same preprocessed inputs
 (target >= 0.9x). The graphs are exported here at random init by Ultralytics in the toolset of
-tests/test_real_detectors.py. Random weights are the decoder's worst case: nearly every one of
-the N candidates passes the 0.001 confidence threshold and goes to NMS.
+tests/test_real_detectors.py, with the class biases zeroed so that every one of the N candidates
+passes the 0.001 confidence threshold and goes to NMS: the decoder's worst case.
 
     python benchmarks/decode_cost.py [--images 40]
 """
@@ -31,8 +31,12 @@ from quantsweep.evaluate.loop import evaluate_runner, iter_preprocessed, val_ima
 from quantsweep.evaluate.preprocess import build_feeds  # noqa: E402
 from quantsweep.toolsets import ensure_env  # noqa: E402
 
-EXPORT = ("import shutil, sys\nfrom ultralytics import YOLO\n"
-          "f = YOLO('yolov8n.yaml').export(format='onnx', opset=17, imgsz=int(sys.argv[1]))\n"
+# the class-score biases zeroed: at random init Ultralytics' bias prior keeps every score below
+# the 0.001 threshold (nothing to decode); with them at 0 every candidate goes to NMS
+EXPORT = ("import shutil, sys, torch\nfrom ultralytics import YOLO\n"
+          "m = YOLO('yolov8n.yaml')\n"
+          "for seq in m.model.model[-1].cv3: torch.nn.init.zeros_(seq[-1].bias)\n"
+          "f = m.export(format='onnx', opset=17, imgsz=int(sys.argv[1]))\n"
           "shutil.move(f, sys.argv[2])\n")
 
 ap = argparse.ArgumentParser()

@@ -299,3 +299,18 @@ def test_a_numpy_error_inside_a_layout_is_a_decode_error_naming_the_outputs():
         split_outputs(outs, dec, 1)
     with pytest.raises(DecodeError, match=r"no output named 'b'; outputs: x \[2\]"):
         split_outputs({"x": np.zeros(2)}, dec, 1)
+
+
+def test_a_numpy_failure_inside_a_layout_is_a_decode_error():
+    dec = _dec({"preset": "paddledetection"})
+    outs = {"bbox": np.zeros((3, 6), np.float32), "num": np.array([np.nan], np.float32)}
+    with pytest.raises(DecodeError, match=r"layout 'paddle_bbox' failed on outputs bbox \[3, 6\], "
+                                          r"num \[1\]: ValueError"):
+        split_outputs(outs, dec, 1)
+
+
+def test_rows_columns_must_be_known_names():
+    from quantsweep.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"decode.columns\[4\]: value 'conf' is not allowed"):
+        _dec({"layout": "rows", "output": "o", "columns": ["x1", "y1", "x2", "y2", "conf", "class"]})

@@ -129,6 +129,7 @@ def test_real_architectures_through_every_stage(exported, tmp_path: Path):
     assert bad.empty, bad[["cell", "stage", "reason_class", "reason"]].to_string()
     assert set(s.loc[s.backend == "tensorrt_sim", "mode"]) == {"simulated"}
     assert np.isfinite(s["AP"]).all()
+    assert s["parity_ok"].all()  # the source graph and the cell's graph agree on ONNX Runtime
     # the 80/91-class models name COCO ids the 5-category demo set lacks: dropped and counted
     assert (s.loc[s.model != "rtdetr-l", "foreign_detections"].fillna(0) > 0).any()
     for cell in s["cell"]:
@@ -137,12 +138,14 @@ def test_real_architectures_through_every_stage(exported, tmp_path: Path):
         assert d.returncode in (0, 1), (cell, d.stderr)
         json.loads(d.stdout)
     for model in MODELS:
-        cell_dir = tmp_path / "results" / model / "ort1.20" / f"opset{OPSET}" / "ort-qdq" / "int8"
-        cache = next(cell_dir.rglob("calibration.cache"))
+        cache = tmp_path / "results" / model / "ort1.20" / f"opset{OPSET}" / "ort-qdq" / "quantize" / \
+            "calibration.cache"
         c = subprocess.run([sys.executable, "-m", "quantsweep.cli", "cache", "inspect", str(cache),
                             "--onnx", str(out / f"{model}.onnx")], capture_output=True, text=True)
         assert c.returncode in (0, 1) and "TRT-" in c.stdout, (model, c.stdout, c.stderr)
+        qdq = cache.parent / "model.onnx"
         t = subprocess.run([sys.executable, "-m", "quantsweep.cli", "trtexec-command", "--onnx",
-                            str(out / f"{model}.onnx"), "--precision", "int8", "--trt-version",
-                            "10.13.3", "--qdq"], capture_output=True, text=True)
-        assert t.returncode == 0 and "trtexec" in t.stdout and "images" in t.stdout, t.stderr
+                            str(qdq), "--precision", "int8", "--trt-version", "10.13.3", "--qdq"],
+                           capture_output=True, text=True)
+        assert t.returncode == 0, t.stderr
+        assert t.stdout.startswith(f"trtexec --onnx={qdq} ") and "--stronglyTyped" in t.stdout, t.stdout
