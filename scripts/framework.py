@@ -1,6 +1,6 @@
-"""Framework-model stage (runs under the toolset's interpreter): builds the demo model in its
-framework from the trained weights; see quantsweep.demo.framework.run."""
-from quantsweep.demo.framework import run
+"""Framework-model stage (runs under the toolset's interpreter): the model in its framework, as
+its source builds it; see quantsweep.sources."""
 from quantsweep.job import main
+from quantsweep.sources import run_framework
 
-main(run)
+main(run_framework)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import ORT_TOOLSET, snakemake, tiny_config, write_config
@@ -81,3 +82,20 @@ def test_label_map_too_short_is_a_label_map_row(one_box):
     with pytest.raises(ToolFailure, match=r"class index 5 is outside the label map of 2 entries") as e:
         evaluate_runner(runner, spec, man, {"score_threshold": 0.001, "max_detections": 100})
     assert e.value.reason_class == "label_map_mismatch"
+
+
+def test_parity_matches_nms_outputs_as_rows_in_any_order():
+    from quantsweep.export.parity import row_distance
+
+    rng = np.random.default_rng(0)
+    boxes, scores = rng.random((30, 4)), rng.random(30)
+    labels = rng.integers(0, 5, 30).astype(np.int64)
+    perm = rng.permutation(30)
+    ref = {"boxes": boxes, "scores": scores, "labels": labels}
+    cand = {"boxes": boxes[perm][None] + 1e-6, "scores": scores[perm][None], "labels": labels[perm][None]}
+    assert row_distance(ref, cand) == pytest.approx(1e-6, abs=1e-9)
+    cand["scores"] = cand["scores"].copy()
+    cand["scores"][0, 3] += 0.5
+    assert row_distance(ref, cand) == pytest.approx(0.5, abs=1e-9)
+    assert row_distance(ref, {k: v[:, :29] for k, v in cand.items()}) == float("inf")
+    assert row_distance({"a": np.zeros((2, 3)), "b": np.zeros(5)}, {"a": np.zeros((2, 3)), "b": np.zeros(5)}) is None

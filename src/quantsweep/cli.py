@@ -8,14 +8,22 @@ import sys
 from pathlib import Path
 
 
-def _cells(a: argparse.Namespace) -> int:
-    from quantsweep import matrix
+def _config(path: str) -> dict | None:
+    """The validated config, or None after printing the error."""
     from quantsweep.config import ConfigError, load_config
 
     try:
-        cfg = load_config(a.config)
+        return load_config(path)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return None
+
+
+def _cells(a: argparse.Namespace) -> int:
+    from quantsweep import matrix
+
+    cfg = _config(a.config)
+    if cfg is None:
         return 2
     rows = matrix.expand(cfg)
     if a.format == "json":
@@ -29,13 +37,10 @@ def _cells(a: argparse.Namespace) -> int:
 
 
 def _check(a: argparse.Namespace) -> int:
-    from quantsweep.config import ConfigError, load_config
     from quantsweep.inspect_model import graph_problems
 
-    try:
-        cfg = load_config(a.config)
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    cfg = _config(a.config)
+    if cfg is None:
         return 2
     problems = [p for name, model in cfg["models"].items() for p in graph_problems(name, model)]
     if problems:

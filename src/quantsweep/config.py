@@ -195,6 +195,7 @@ def _cross_check(cfg: dict[str, Any], source: str) -> None:
             problems.append(f"models.{name}.from: only for sources 'onnx' and 'paddle'")
         problems += _export_option_problems(name, model)
         problems += decode_problems(name, model["decode"])
+        problems += _source_problems(name, model)
         if model["source"] in ("onnx", "paddle") and "path" in model and not Path(model["path"]).exists():
             problems.append(f"models.{name}.path: {model['path']!r} does not exist (relative paths "
                             f"are read from {Path.cwd()})")
@@ -240,8 +241,47 @@ def _apply_presets(cfg: dict[str, Any]) -> None:
     models = cfg.get("models")
     if isinstance(models, dict):
         for model in models.values():
-            if isinstance(model, dict) and isinstance(model.get("decode"), dict):
+            if not isinstance(model, dict):
+                continue
+            if model.get("source") == "ultralytics":  # its contract and outputs are Ultralytics'
+                model.setdefault("inputs", [{"name": "images", "dtype": "float32", "role": "image"}])
+                dec = model.setdefault("decode", {})
+                if isinstance(dec, dict) and "preset" not in dec and "layout" not in dec:
+                    rtdetr = "rtdetr" in str(model.get("path", "")).lower()
+                    dec["preset"] = "ultralytics-rtdetr" if rtdetr else "ultralytics-yolo"
+            if isinstance(model.get("decode"), dict):
                 model["decode"] = apply_preset(model["decode"])
+
+
+def _source_problems(name: str, model: dict[str, Any]) -> list[str]:
+    """The keys each framework source needs, and the files they name."""
+    out = []
+    src = model["source"]
+    key = f"models.{name}"
+    for k in ("factory", "kwargs", "weights", "weights_key", "python_path", "qat"):
+        if src != "torch" and model.get(k) not in (None, {}, []):
+            out.append(f"{key}.{k}: only for source 'torch', not {src!r}")
+    if src == "torch":
+        if not model.get("factory"):
+            out.append(f"{key}.factory: required for source 'torch' ('package.module:function')")
+        if not model.get("inputs"):
+            out.append(f"{key}.inputs: required for source 'torch' (the contract)")
+        for i, folder in enumerate(model.get("python_path", [])):
+            if not Path(folder).is_dir():
+                out.append(f"{key}.python_path[{i}]: {folder!r} is not a folder")
+        if model.get("weights") and not Path(model["weights"]).is_file():
+            out.append(f"{key}.weights: {model['weights']!r} does not exist")
+        if "path" in model:
+            out.append(f"{key}.path: not for source 'torch' (factory + weights)")
+    if src == "ultralytics":
+        p = model.get("path")
+        if not p:
+            out.append(f"{key}.path: required for source 'ultralytics' (a .pt checkpoint or a model .yaml)")
+        elif Path(p).suffix.lower() not in (".pt", ".yaml", ".yml"):
+            out.append(f"{key}.path: {p!r} is not a .pt checkpoint or a model .yaml")
+        elif Path(p).suffix.lower() == ".pt" and not Path(p).is_file():
+            out.append(f"{key}.path: {p!r} does not exist")
+    return out
 
 
 def decode_problems(name: str, dec: dict[str, Any]) -> list[str]:
@@ -285,7 +325,8 @@ _EXPORT_OPTION_SOURCES = {
     "method": ("paddle", "demo-paddle"), "enable_optimize": ("paddle", "demo-paddle"),
     "optimize_tool": ("paddle", "demo-paddle"), "deploy_backend": ("paddle", "demo-paddle"),
     "save_calibration_file": ("paddle", "demo-paddle"),
-    "exporter": ("demo-torch",), "dynamic_batch": ("demo-torch",),
+    "exporter": ("demo-torch", "torch"), "dynamic_batch": ("demo-torch", "torch"),
+    "dynamic": ("ultralytics",), "simplify": ("ultralytics",),
 }
 
 

@@ -9,6 +9,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # this clone's code, in
 
 from quantsweep import config as qcfg  # noqa: E402
 from quantsweep import matrix, paths  # noqa: E402
+from quantsweep.export import FRAMEWORK_BACKEND  # noqa: E402  the backend of each framework source
 
 # Duplicate YAML keys are lost by the time Snakemake hands us `config`: re-read the files.
 for _cf in workflow.configfiles:
@@ -128,6 +129,12 @@ def framework_inputs(w):
         # its files (a changed file reruns the cells); the directory itself when missing
         d = Path(spec["path"])
         inp["model_files"] = sorted(map(str, d.iterdir())) if d.is_dir() else [spec["path"]]
+    elif spec["source"] == "torch":
+        if spec.get("weights"):  # new weights rerun the model's cells
+            inp["model_files"] = [spec["weights"]]
+    elif spec["source"] == "ultralytics":
+        if Path(spec["path"]).is_file():  # a .pt, or a local .yaml (not one Ultralytics ships)
+            inp["model_files"] = [spec["path"]]
     else:
         inp["train"] = f"{DEMO_DIR}/train/status.json"
     return inp
@@ -166,7 +173,7 @@ def eval_params(w, backend):
 
 
 def framework_pairs():
-    """(model, toolset) pairs of demo models: they are also evaluated in their framework."""
+    """(model, toolset) pairs of framework models: they are also evaluated in their framework."""
     return sorted({(c.model, c.toolset) for c in PLANNED
                    if config["models"][c.model]["source"] != "onnx"})
 

@@ -25,9 +25,16 @@ rule train_demo:
         STAGE_CMD
 
 
+# what the framework stage reads of a model block: how the source builds it and its contract
+FRAMEWORK_SPEC_KEYS = ("name", "source", "paddle_format", "path", "from", "factory", "kwargs",
+                       "weights", "weights_key", "python_path", "seed", "qat", "inputs",
+                       "outputs", "preprocess")
+
+
 rule framework:
-    """The model in the cell's framework: the demo detector rebuilt from its weights (Paddle
-    inference model, or torch), or a user's Paddle model directory checked in place."""
+    """The model in the cell's framework, as its source builds it (quantsweep.sources): the demo
+    detector rebuilt from its weights (Paddle inference model, or torch), a user's Paddle model
+    directory checked in place, a user's torch module, an Ultralytics model."""
     input:
         unpack(framework_inputs),
     output:
@@ -37,7 +44,7 @@ rule framework:
             "framework", f"{w.model}/{w.toolset}/framework", output,
             {k: input[k] for k in ("toolset", "train", "source_framework") if k in input.keys()}),
         spec=lambda w: spec({"model_spec": {k: v for k, v in model_spec(w.model).items()
-                                            if k in ("name", "source", "paddle_format", "path", "from")},
+                                            if k in FRAMEWORK_SPEC_KEYS},
                              "parity_tol": 1e-4}),
     resources:
         slurm_partition=lambda w: partition(""),
@@ -61,8 +68,7 @@ rule framework_eval:
         args=lambda w, input, output: stage_args(
             "framework_eval", f"{w.model}/{w.toolset}/framework", output,
             {"toolset": input.toolset, "framework": input.framework}, declare=["metrics.json"]),
-        spec=lambda w: spec(eval_params(w, "torch" if config["models"][w.model]["source"] == "demo-torch"
-                                        else "paddle_inference")),
+        spec=lambda w: spec(eval_params(w, FRAMEWORK_BACKEND[config["models"][w.model]["source"]])),
     threads: config["evaluate"]["threads"]
     resources:
         slurm_partition=lambda w: partition(""),

@@ -124,24 +124,9 @@ def load_deploy(weights: str | Path, meta: dict[str, Any]) -> Deploy:
                   meta["input_size"]).eval()
 
 
-class Runner:
-    """Runs the torch Deploy module eagerly (framework evaluation)."""
+def deploy_from_dir(model_dir: str) -> Deploy:
+    """The factory the framework stage names in ``source.json`` (see backends/torch_module)."""
+    import json
 
-    def __init__(self, model_dir: str | Path, options: dict[str, Any]):
-        import json
-
-        torch.set_num_threads(int(options.get("threads", 1)))
-        meta = json.loads((Path(model_dir) / "meta.json").read_text())
-        self.model = load_deploy(Path(model_dir) / "weights.npz", meta)
-        self.device = "cpu"
-
-    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        with torch.no_grad():
-            labels, boxes, scores = self.model(
-                torch.from_numpy(np.ascontiguousarray(feeds["images"], np.float32)),
-                torch.from_numpy(np.asarray(feeds["orig_target_sizes"]).astype(np.int32)))
-        return {"labels": labels.numpy(), "boxes": boxes.numpy(), "scores": scores.numpy()}
-
-
-def runner(model_dir: str | Path, options: dict[str, Any]) -> Runner:
-    return Runner(model_dir, options)
+    meta = json.loads((Path(model_dir) / "meta.json").read_text())
+    return load_deploy(Path(model_dir) / "weights.npz", meta)

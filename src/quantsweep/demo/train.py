@@ -235,3 +235,18 @@ def run(job: Job) -> Result:
                              "reference": str(out / "reference.npz")},
                   data={**info, "weights_sha256": digest,
                         "params": int(sum(v.numel() for v in model.state_dict().values()))})
+
+
+def qat_batches(manifest: dict[str, Any], pre: dict[str, Any]) -> list[Any]:
+    """The demo's training tensors for QAT (named in its ``source.json``): images, heatmaps,
+    box distances and their weights of the train split."""
+    import torch
+
+    cat_ids = sorted(c["id"] for c in manifest["categories"])
+    return [torch.from_numpy(a) for a in load_split(manifest, "train", pre, len(cat_ids), cat_ids)]
+
+
+def qat_loss(module: Any, x: Any, hm: Any, reg: Any, wgt: Any) -> Any:
+    """The demo's training loss on one batch, for QAT of its deploy module."""
+    out_hm, out_reg = module.det(x)
+    return focal_loss(out_hm, hm) + REG_WEIGHT * giou_loss(out_reg, reg, wgt)

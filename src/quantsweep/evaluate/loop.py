@@ -131,10 +131,10 @@ def make_runner(backend: str, model: str, options: dict[str, Any]) -> Any:
         from quantsweep.backends import tensorrt_api
 
         return tensorrt_api.runner(model, options)
-    if backend == "torch":
-        from quantsweep.demo import torch_model
+    if backend == "torch":  # a framework stage's torch module (demo, a user's factory, Ultralytics)
+        from quantsweep.backends import torch_module
 
-        return torch_model.runner(model, options)
+        return torch_module.runner(model, options)
     raise ToolFailure("not_implemented", f"no runner for backend {backend!r}")
 
 

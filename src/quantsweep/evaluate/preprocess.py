@@ -81,3 +81,14 @@ def build_feeds(images: list[np.ndarray], metas: list[Meta],
         else:
             feeds[spec["name"]] = np.stack([role_value(role, m) for m in metas])
     return feeds
+
+
+def example_feeds(spec: dict[str, Any], orig_hw: tuple[int, int] = (480, 640)) -> dict[str, np.ndarray]:
+    """One input of a model's contract (a grey image of ``orig_hw`` through its preprocessing),
+    each in the dtype the contract declares: what an exporter traces the model with."""
+    x, meta = preprocess(np.full((*orig_hw, 3), 114, np.uint8), spec["preprocess"])
+    feeds = build_feeds([x], [meta], spec["inputs"])
+    for t in spec["inputs"]:
+        if t.get("dtype"):
+            feeds[t["name"]] = feeds[t["name"]].astype(t["dtype"])
+    return feeds

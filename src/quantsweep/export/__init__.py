@@ -103,6 +103,15 @@ def finalize_onnx(src: str | Path, dst: Path, opset: int, model_spec: dict[str, 
     return desc
 
 
+# the exporter module (in this package) of each framework source, and the backend that runs its
+# framework model (the export parity reference and the framework evaluation)
+EXPORTERS = {"demo-torch": "torch_export", "torch": "torch_export",
+             "ultralytics": "ultralytics_export", "demo-paddle": "paddle_export",
+             "paddle": "paddle_export"}
+FRAMEWORK_BACKEND = {"demo-torch": "torch", "torch": "torch", "ultralytics": "torch",
+                     "demo-paddle": "paddle_inference", "paddle": "paddle_inference"}
+
+
 def _reference(job: Job, spec: dict[str, Any], src: Path | None, threads: int) -> Any:
     """What the exported graph must reproduce: the framework model, or the source ONNX."""
     from quantsweep.evaluate.loop import make_runner
@@ -110,7 +119,7 @@ def _reference(job: Job, spec: dict[str, Any], src: Path | None, threads: int) -
     if spec["source"] == "onnx":
         backend, model = "onnxruntime", str(src)
     else:
-        backend = "torch" if spec["source"] == "demo-torch" else "paddle_inference"
+        backend = FRAMEWORK_BACKEND[spec["source"]]
         model = str(job.artifact("framework", "model"))
     with tool_call("runner_create", f"{backend} could not load the reference {model}"):
         return make_runner(backend, model, {"threads": threads})
@@ -152,22 +161,16 @@ def run(job: Job) -> Result:
         exporter = {"name": "onnx file" if "path" in spec else
                     f"export of {spec['from']['model']}/{spec['from']['toolset']}",
                     "version": f"onnx {onnx.__version__}"}
-    elif spec["source"] == "demo-torch":
-        from quantsweep.export import torch_export
+    else:
+        import importlib
 
-        exporter, extra = torch_export.export(job, dst, opset)
+        exporter_module = importlib.import_module(f"quantsweep.export.{EXPORTERS[spec['source']]}")
+        exporter, extra = exporter_module.export(job, dst, opset)
         desc = finalize_onnx(dst, dst, opset, spec, convert=False)
-    elif spec["source"] in ("demo-paddle", "paddle"):
-        from quantsweep.export import paddle_export
-
-        exporter, extra = paddle_export.export(job, dst, opset)
-        desc = finalize_onnx(dst, dst, opset, spec, convert=False)
-    else:  # the schema allows nothing else
-        raise ValueError(f"unknown model source {spec['source']!r}")
     export_s = round(time.monotonic() - t0, 3)
     parity = check_parity(job, spec, dst, src)
     data = {"exporter": exporter, "export_s": export_s, **desc, **extra,
-            "parity": {k: parity[k] for k in ("ok", "images", "parity_s", "problems")}
+            "parity": {k: parity[k] for k in ("ok", "images", "parity_s", "problems", "matched")}
             | {"worst_cosine": min((o["cosine"] for o in parity["outputs"] if o["cosine"] is not None),
                                    default=None),
                "worst_max_abs": max((o["max_abs"] for o in parity["outputs"] if o["max_abs"] is not None),

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from quantsweep.job import Job, ToolFailure, tool_call
+from quantsweep.job import Job, Skip, ToolFailure, tool_call
 
 
 def _fake_quant_conv(mode: str) -> Any:
@@ -82,25 +82,33 @@ def _wrap(module: Any, cls: Any) -> list[Any]:
 
 
 def quantize(job: Job, dst: Path, opset: int) -> dict[str, Any]:
+    spec = job.params["model_spec"]
+    if spec["source"] not in ("demo-torch", "torch", "ultralytics"):
+        raise ToolFailure("not_applicable", f"torch-qat fine-tunes a PyTorch model; "
+                                            f"{spec['name']} is a {spec['source']} model")
+    from quantsweep.backends import torch_module
+
+    src = torch_module.read_source(job.artifact("framework", "model"))
+    qat = src.get("qat")
+    if not qat:
+        raise Skip("needs_training_step", f"{job.params['quantizer']} fine-tunes with a training "
+                                          f"step, and {spec['name']} ({spec['source']}) names none "
+                                          f"(models.{spec['name']}.qat: loss and batches)")
     with tool_call("tool_missing", "importing torch"):
         import torch
 
-    from quantsweep.demo import train as demo_train
-    from quantsweep.demo.torch_model import load_deploy
+    from quantsweep.evaluate.preprocess import example_feeds
     from quantsweep.quantize.calibdata import calib_feeds, contract_bindings
 
     opts = job.params.get("options", {})
     mode = "dynamic" if job.params["quantizer"] == "torch-qat-dynamic" else "static"
     steps, lr = int(opts.get("steps", 30)), float(opts.get("lr", 1e-4))
-    spec = job.params["model_spec"]
-    if spec["source"] != "demo-torch":
-        raise ToolFailure("not_applicable", f"torch-qat fine-tunes the demo torch detector; "
-                                            f"{spec['name']} is a {spec['source']} model")
-    model_dir = job.artifact("framework", "model")
-    meta = json.loads((model_dir / "meta.json").read_text())
-    dep = load_deploy(model_dir / "weights.npz", meta)
+    module = torch_module.build(src)
     torch.manual_seed(0)
-    fqs = _wrap(dep.det, _fake_quant_conv(mode))
+    fqs = _wrap(module, _fake_quant_conv(mode))
+    if not fqs:
+        raise Skip("not_applicable", f"{spec['name']} has no Conv2d layer to fake-quantize")
+    names = [t["name"] for t in src["inputs"]]
     manifest = json.loads(Path(job.params["dataset"]["manifest"]).read_text())
     feeds = calib_feeds(contract_bindings(spec), spec, manifest, int(job.params["calib_images"]))
     t0 = time.monotonic()
@@ -108,42 +116,44 @@ def quantize(job: Job, dst: Path, opset: int) -> dict[str, Any]:
         for m in fqs:
             m.calibrating = True
         for f in feeds:
-            dep.det(torch.from_numpy(f["images"]))
+            module(*(torch.from_numpy(np.asarray(f[n])) for n in names))
         for m in fqs:
             m.calibrating = False
     losses = []
     if steps:
-        cat_ids = sorted(c["id"] for c in manifest["categories"])
-        xs, hms, regs, wgts = demo_train.load_split(manifest, "train", spec["preprocess"],
-                                                    len(cat_ids), cat_ids)
-        X, HM, RG, WG = (torch.from_numpy(a) for a in (xs, hms, regs, wgts))
-        opt = torch.optim.AdamW(dep.det.parameters(), lr=lr, weight_decay=0.0)
+        loss_fn = torch_module.import_factory(qat["loss"], src.get("python_path"))
+        with tool_call("qat_data", f"{qat['batches']} (the QAT training tensors)"):
+            batches = list(torch_module.import_factory(qat["batches"], src.get("python_path"))(
+                manifest, spec["preprocess"]))
+        opt = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=0.0)
         gen = torch.Generator().manual_seed(0)
-        bs = min(int(opts.get("batch_size", 8)), len(X))
-        dep.det.train()
-        for m in dep.det.modules():  # fine-tune the weights, keep the BN statistics
+        bs = min(int(opts.get("batch_size", 8)), len(batches[0]))
+        module.train()
+        for m in module.modules():  # fine-tune the weights, keep the BN statistics
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.eval()
         for _ in range(steps):
-            idx = torch.randint(len(X), (bs,), generator=gen)
-            out_hm, out_reg = dep.det(X[idx])
-            loss = demo_train.focal_loss(out_hm, HM[idx]) + \
-                demo_train.REG_WEIGHT * demo_train.giou_loss(out_reg, RG[idx], WG[idx])
+            idx = torch.randint(len(batches[0]), (bs,), generator=gen)
+            loss = loss_fn(module, *(b[idx] for b in batches))
+            if not isinstance(loss, torch.Tensor) or loss.ndim != 0 or not loss.requires_grad:
+                raise ToolFailure("qat_loss", f"{qat['loss']} returned "
+                                              f"{type(loss).__name__} {getattr(loss, 'shape', '')}: "
+                                              f"not a scalar tensor with a gradient")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
-        dep.det.eval()
+        module.eval()
     for m in fqs:
         m.freeze()
-    s = meta["input_size"]
+    example = example_feeds(spec)
     tmp = dst.with_name(".qat-" + dst.name)
     with tool_call("export_failed", f"torch.onnx.export of the fake-quantized detector at opset {opset}"), \
             torch.no_grad():
-        torch.onnx.export(dep, (torch.zeros(1, 3, s, s), torch.from_numpy(np.array([[640, 480]], np.int32))),
-                          str(tmp), opset_version=max(opset, 13), dynamo=False,
-                          input_names=["images", "orig_target_sizes"],
-                          output_names=["labels", "boxes", "scores"])
+        torch.onnx.export(torch_module.Adapter.wrap(module),
+                          tuple(torch.from_numpy(example[n]) for n in names), str(tmp),
+                          opset_version=max(opset, 13), dynamo=False, input_names=names,
+                          output_names=src["output_names"])
     tmp.replace(dst)
     return {"tool": f"torch {torch.__version__} fake quantization", "amax": mode, "qat_steps": steps,
             "qat_lr": lr, "loss_first": losses[0] if losses else None,

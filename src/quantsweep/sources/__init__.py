@@ -1,0 +1,28 @@
+"""Model sources: where a model comes from and how its framework stage builds it. The top of
+the house: a source may import anything below it; export, quantize, build and evaluate never
+import a source (they read what the framework stage wrote, e.g. ``source.json``)."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+# the framework stage of each model source: "module:function"
+FRAMEWORK: dict[str, str] = {
+    "demo-torch": "quantsweep.demo.framework:run",
+    "demo-paddle": "quantsweep.demo.framework:run",
+    "paddle": "quantsweep.demo.framework:run",
+    "torch": "quantsweep.sources.torch_source:framework",
+    "ultralytics": "quantsweep.sources.ultralytics_source:framework",
+}
+
+
+def framework_stage(source: str) -> Callable[[Any], Any]:
+    mod, _, fn = FRAMEWORK[source].partition(":")
+    return getattr(importlib.import_module(mod), fn)  # type: ignore[no-any-return]
+
+
+def run_framework(job: Any) -> Any:
+    """The framework stage of the job's model source."""
+    return framework_stage(job.params["model_spec"]["source"])(job)
