@@ -13,6 +13,7 @@ import pytest
 from conftest import ORT_TOOLSET, snakemake, tiny_config, write_config
 from helpers_onnx import const_detector, one_image_coco
 
+import quantsweep
 from quantsweep.backends import onnxruntime as ortb
 from quantsweep.evaluate.loop import evaluate_runner
 from quantsweep.job import ToolFailure
@@ -36,6 +37,7 @@ def test_undecodable_and_foreign_models_are_rows_and_the_sweep_goes_on(tmp_path:
     snakemake(tmp_path)
     s = pd.read_csv(tmp_path / "results" / "summary.csv").set_index("model")
     assert s.loc["demo-torch", "status"] == "ok"
+    assert set(s["quantsweep_version"]) == {quantsweep.__version__}  # every row says which code
     bad = s.loc["as-yolo"]
     assert (bad["status"], bad["stage"], bad["reason_class"]) == ("failed", "evaluate", "decode_error")
     assert "boxes [1, 20, 4]" in bad["reason"] and "4 box" in bad["reason"], bad["reason"]

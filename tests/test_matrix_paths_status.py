@@ -51,3 +51,19 @@ def test_status_roundtrip_and_validation(tmp_path: Path):
     (tmp_path / "bad.json").write_text(json.dumps({"status": "maybe"}))
     with pytest.raises(ValueError, match="bad.json"):
         read_status(tmp_path / "bad.json")
+
+
+def test_atomic_writes_honour_the_umask(tmp_path: Path):
+    """Result files are as readable as a plain open() makes them (0644 under umask 022), not
+    mkstemp's private 0600; a stricter umask is honoured too (fresh interpreters: the umask is
+    read at import)."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys; os.umask(int(sys.argv[2], 8)); from quantsweep.status import "
+            "write_json_atomic; write_json_atomic(sys.argv[1], {'a': 1}); "
+            "print(oct(os.stat(sys.argv[1]).st_mode & 0o777))")
+    for umask, mode in (("022", "0o644"), ("077", "0o600"), ("002", "0o664")):
+        out = subprocess.run([sys.executable, "-c", code, str(tmp_path / f"{umask}.json"), umask],
+                             capture_output=True, text=True, check=True).stdout.strip()
+        assert out == mode, (umask, out)

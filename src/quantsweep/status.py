@@ -14,17 +14,32 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from quantsweep import __version__
+
 STATUSES = ("ok", "failed", "skipped")
 MODES = ("measured", "simulated", "skipped")
 FIELDS = ("stage", "cell", "status", "reason_class", "message", "mode", "backend", "device",
           "tool_versions", "started", "duration_s", "log")
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)  # reading it means setting it: once, at import, before any thread
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write to a temporary name, then rename: never half-written. The file gets the mode a
+    plain ``open`` would give it (0644 under the usual umask), not mkstemp's private 0600, so
+    a team sharing a results folder can read it."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -58,7 +73,8 @@ def make_status(stage: str, cell: str, status: str, *, reason_class: str = "", m
     rec = {"stage": stage, "cell": cell, "status": status, "reason_class": reason_class,
            "message": message, "mode": mode, "backend": backend, "device": device,
            "tool_versions": tool_versions or {}, "started": started,
-           "duration_s": round(float(duration_s), 3), "log": log}
+           "duration_s": round(float(duration_s), 3), "log": log,
+           "quantsweep_version": __version__}
     rec.update(extra)
     return rec
 

@@ -48,6 +48,9 @@ def cell_row(results: Path, cell: dict[str, Any]) -> dict[str, Any]:
         row.update(status=rec["status"], stage=stage, reason_class=rec["reason_class"],
                    reason=(rec["message"].strip().splitlines() or [""])[0][:400])
     row["mode"] = ev["mode"] if ev else "skipped"
+    # the quantsweep that wrote the row's last stage (a stage rerun after an upgrade says so)
+    row["quantsweep_version"] = next((r.get("quantsweep_version", "") for r in reversed(list(stages.values()))
+                                      if r), "")
     row["device"] = ev["device"] if ev and ev["status"] == "ok" else ""
     tv = (stages["toolset"] or {}).get("tool_versions", {})
     row["tool_versions"] = "; ".join(f"{k}={tv[k]}" for k in KEY_PACKAGES if k in tv)
@@ -188,7 +191,7 @@ def build_summary(results: str | Path, plan: list[dict[str, Any]],
             "AP_delta_vs_framework", "fp32_cell", "AP_delta_vs_fp32", "speedup_vs_fp32",
             "latency_ms", "images_per_s", "model_bytes", "foreign_detections",
             "opset_written", "exporter", "export_s", "parity_ok", "parity_cosine", "parity_max_abs",
-            "input_conversions", "tool_versions", "gpu", "gpu_latency_ms", "gpu_throughput_qps",
+            "input_conversions", "tool_versions", "quantsweep_version", "gpu", "gpu_latency_ms", "gpu_throughput_qps",
             "engine_from", "fallback_of", "simulated_sibling", "simulated_AP", "doctor",
             *[f"{s}_status" for s in CHAIN]]
     df = pd.DataFrame(rows)
