@@ -7,6 +7,7 @@ Ultralytics model that is not a detector) are failed rows that name the problem.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import textwrap
@@ -150,6 +151,8 @@ def test_ultralytics_and_torchvision_sources_through_every_stage(ultra_python, t
         "rtdetr-l": {"source": "ultralytics", "path": "rtdetr-l.yaml", "preprocess": letterbox,
                      "decode": {"label_map": "coco80"}},
         "classifier": {"source": "ultralytics", "path": str(cls_pt), "preprocess": letterbox},
+        # the preset's label_map 'names': a .yaml at random init names its classes '0'..'79'
+        "yolov8n-names": {"source": "ultralytics", "path": "yolov8n.yaml", "preprocess": letterbox},
         "ssdlite": {"source": "torch",
                     "factory": "torchvision.models.detection:ssdlite320_mobilenet_v3_large",
                     "kwargs": {"weights": None, "weights_backbone": None},
@@ -164,7 +167,8 @@ def test_ultralytics_and_torchvision_sources_through_every_stage(ultra_python, t
     del cfg["demo"]
     cfg["matrix"] = [{"models": ["yolov8n"], "toolsets": ["ultra8.4"], "opsets": [13, 17]},
                      {"models": ["rtdetr-l"], "toolsets": ["ultra8.4"], "opsets": [16, 17]},
-                     {"models": ["ssdlite", "classifier"], "toolsets": ["ultra8.4"], "opsets": [17]},
+                     {"models": ["ssdlite", "classifier", "yolov8n-names"], "toolsets": ["ultra8.4"],
+                      "opsets": [17]},
                      {"models": ["yolov8n", "rtdetr-l", "ssdlite"], "toolsets": ["ultra8.4"],
                       "opsets": [17], "quantizers": ["ort-qdq"], "precisions": ["int8"],
                       "backends": ["onnxruntime", "tensorrt_sim"]}]
@@ -178,7 +182,14 @@ def test_ultralytics_and_torchvision_sources_through_every_stage(ultra_python, t
     cls = s[s.model == "classifier"].iloc[0]
     assert (cls["status"], cls["stage"], cls["reason_class"]) == ("failed", "framework", "not_a_detector")
     assert "'classify' model" in cls["reason"]
-    rest = s[s.model != "classifier"]
+    names = s[s.model == "yolov8n-names"].iloc[0]
+    assert (names["status"], names["stage"], names["reason_class"]) == \
+        ("failed", "evaluate", "label_map_mismatch")
+    assert "none of the model's 80 class names is a dataset category" in names["reason"]
+    fw = json.loads(next((tmp_path / "results" / "yolov8n-names").rglob("framework/evaluate/status.json"))
+                    .read_text())
+    assert fw["reason_class"] == "label_map_mismatch"  # the framework model carries the names too
+    rest = s[~s.model.isin(["classifier", "yolov8n-names"])]
     assert len(rest) == 11
     bad = rest[rest.status != "ok"]
     assert bad.empty, bad[["stage", "reason_class", "reason"]].to_string()

@@ -100,8 +100,6 @@ def _post_evaluate(result: dict[str, Any], out_dir: Path, params: dict[str, Any]
     return result
 
 
-
-
 POST_HOOKS: dict[str, PostHook] = {"evaluate": _post_evaluate, "framework_eval": _post_evaluate}
 
 

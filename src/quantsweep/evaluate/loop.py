@@ -52,9 +52,12 @@ def iter_preprocessed(images: list[dict[str, Any]], pre: dict[str, Any],
 
 def model_class_names(model: str | Path | None, dec: dict[str, Any]) -> list[str] | None:
     """The model's class names: ``decode.names``, else the ONNX metadata ``names`` (written by
-    Ultralytics' exporter), else None."""
+    Ultralytics' exporter), else the ``names`` a framework stage wrote in ``source.json``."""
     if dec.get("names"):
         return parse_names(dec["names"])
+    if model is not None and (Path(model) / "source.json").is_file():
+        names = json.loads((Path(model) / "source.json").read_text()).get("names")
+        return parse_names(names) if names else None
     if model is None or not str(model).endswith(".onnx") or not Path(model).is_file():
         return None
     import onnx

@@ -83,8 +83,9 @@ def framework(job: Job) -> Result:
         "factory": "quantsweep.sources.ultralytics_source:export_module",
         "kwargs": {"path": str(pt), "rtdetr": rtdetr, "imgsz": list(spec["preprocess"]["size"])},
         "inputs": [{"name": "images", "dtype": "float32"}], "output_names": ["output0"],
-        "ultralytics": {"path": str(pt), "rtdetr": rtdetr, "source": str(path.resolve()),
-                        "names": names}}, indent=1))
+        "names": names,
+        "ultralytics": {"path": str(pt), "rtdetr": rtdetr, "source": str(path.resolve())}},
+        indent=1))
     return Result(backend="torch", artifacts={"model": str(out)},
                   data={"framework": "ultralytics", "version": ultralytics.__version__,
                         "torch": torch.__version__, "model_class": type(model.model).__name__,
