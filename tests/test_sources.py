@@ -93,12 +93,14 @@ def test_users_torch_module_and_bad_sources_are_rows(tmp_path: Path):
         "no-module": {**user, "factory": "mydet:not_a_module"},
         "no-import": {**user, "factory": "no_such_package.det:build"},
         "mine-qat": {**user, "qat": {"loss": "mydet:qat_loss", "batches": "mydet:qat_batches"}},
+        "mine-dynamo": {**user, "export": {"exporter": "dynamo"}},  # dict outputs, torch.export
         "bad-loss": {**user, "qat": {"loss": "mydet:per_box_loss", "batches": "mydet:qat_batches"}},
     }
     del cfg["demo"]
     cfg["matrix"] = [{"models": list(cfg["models"]), "toolsets": ["torch2.13"], "opsets": [13]},
                      {"models": ["mine"], "toolsets": ["torch2.13"], "opsets": [13],
                       "quantizers": ["ort-qdq", "torch-qat"], "precisions": ["int8"]},
+                     {"models": ["mine-dynamo"], "toolsets": ["torch2.13"], "opsets": [18]},
                      {"models": ["mine-qat", "bad-loss"], "toolsets": ["torch2.13"], "opsets": [13],
                       "quantizers": ["torch-qat"], "precisions": ["int8"]}]
     cfg["quantize"] = {"calib_images": 2, "torch-qat": {"steps": 3, "batch_size": 2}}
@@ -108,6 +110,9 @@ def test_users_torch_module_and_bad_sources_are_rows(tmp_path: Path):
     ok = s.loc["mine/torch2.13/opset13/none/fp32/onnxruntime"]
     assert ok["status"] == "ok" and ok["parity_ok"] and ok["framework_AP"] >= 0
     assert ok["exporter"].startswith("torch.onnx.export (torchscript)")
+    dyn = s.loc["mine-dynamo/torch2.13/opset18/none/fp32/onnxruntime"]
+    assert dyn["status"] == "ok" and dyn["parity_ok"], dyn["reason"]
+    assert dyn["exporter"].startswith("torch.onnx.export (dynamo)")
     assert s.loc["mine/torch2.13/opset13/ort-qdq/int8/onnxruntime", "status"] == "ok"
     qat = s.loc["mine/torch2.13/opset13/torch-qat/int8/onnxruntime"]
     assert (qat["status"], qat["reason_class"]) == ("skipped", "needs_training_step")

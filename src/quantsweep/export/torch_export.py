@@ -27,6 +27,11 @@ def export(job: Job, dst: Path, opset: int) -> tuple[dict[str, Any], dict[str, A
         raise ToolFailure("contract", f"the module's input {exc} is not in the model's inputs "
                                       f"{[t['name'] for t in spec['inputs']]}") from None
     output_names = src["output_names"]
+    with torch.no_grad():
+        plain = _plain_tuple(module(*args))
+    # a module that returns a tuple of tensors is exported as it is; any other (a dict,
+    # torchvision's list of dicts) through the adapter that flattens its outputs
+    target = module if plain else torch_module.Adapter.wrap(module)
     tmp = dst.with_name(".export-" + dst.name)
     opts = job.params["model_spec"]["export"]
     dynamo = opts["exporter"] == "dynamo"
@@ -35,11 +40,18 @@ def export(job: Job, dst: Path, opset: int) -> tuple[dict[str, Any], dict[str, A
     if opts["dynamic_batch"]:
         if dynamo:  # the dynamo exporter takes torch.export's dynamic shapes
             batch = torch.export.Dim("N", min=1, max=64)
-            kw["dynamic_shapes"] = tuple({0: batch} for _ in args)
+            shapes = tuple({0: batch} for _ in args)
+            kw["dynamic_shapes"] = shapes if plain else (shapes,)  # the adapter's *xs is one argument
         else:
             kw["dynamic_axes"] = {n: {0: "N"} for n in names["input_names"] + output_names}
     with tool_call("export_failed", f"torch.onnx.export ({opts['exporter']}) at opset {opset}"):
-        torch.onnx.export(torch_module.Adapter.wrap(module), args, str(tmp), **kw)
+        torch.onnx.export(target, args, str(tmp), **kw)
     tmp.replace(dst)
     return ({"name": f"torch.onnx.export ({opts['exporter']})", "version": torch.__version__},
             {"dynamic_batch": opts["dynamic_batch"]})
+
+
+def _plain_tuple(out: Any) -> bool:
+    import torch
+
+    return isinstance(out, tuple) and all(isinstance(o, torch.Tensor) for o in out)
