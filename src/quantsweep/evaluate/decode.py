@@ -269,7 +269,8 @@ def decode_yolo(outputs: dict[str, np.ndarray], dec: dict[str, Any], batch: int)
         keep = keep[np.argsort(-scores[keep], kind="stable")[:nms["pre_top_k"]]]
         boxes = cand[keep, :4]
         if nms["enabled"] and keep.size:
-            sel = batched_nms(to_xyxy(boxes, dec["box_format"]), scores[keep], labels[keep], nms["iou"])
+            sel = batched_nms(to_xyxy(boxes, dec["box_format"]), scores[keep], labels[keep], nms["iou"],
+                              nms["max_det"])
             keep, boxes = keep[sel], boxes[sel]
         keep, boxes = keep[:nms["max_det"]], boxes[:nms["max_det"]]
         out.append(Decoded(boxes, scores[keep], labels[keep], dec["box_format"], nc))

@@ -74,6 +74,9 @@ def evaluate_runner(runner: Any, spec: dict[str, Any], manifest: dict[str, Any],
     counted (``foreign_detections``), or fail the row with ``foreign_categories: error``."""
     images = val_images(manifest, "val", ev.get("max_images"))
     dec = spec["decode"]
+    if dec.get("nms"):  # NMS keeps boxes in score order: the first max_detections are all we score
+        dec = {**dec, "nms": {**dec["nms"], "max_det": min(dec["nms"].get("max_det", 300),
+                                                          ev["max_detections"])}}
     try:
         cat_ids = label_to_category(dec["label_map"], manifest["categories"], model_names)
     except DecodeError as exc:
