@@ -134,6 +134,25 @@ class Adapter:
         return Flat().eval()
 
 
+def module_inputs(src: dict[str, Any], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """The module's positional inputs from feeds keyed by the model's contract: by name, else by
+    position (the exported graph then keeps the module's own names, and the contract check of
+    the export names the difference); each in the dtype ``source.json`` gives."""
+    names = [t["name"] for t in src["inputs"]]
+    if all(n in feeds for n in names):
+        arrays = [feeds[n] for n in names]
+    elif len(feeds) == len(names):
+        arrays = list(feeds.values())
+    else:
+        raise ToolFailure("contract_mismatch", f"the module takes {len(names)} inputs {names}; the "
+                                               f"model's contract declares {list(feeds)}")
+    out = []
+    for a, t in zip(arrays, src["inputs"], strict=True):
+        a = np.asarray(a)
+        out.append(np.ascontiguousarray(a.astype(t.get("dtype") or a.dtype, copy=False)))
+    return out
+
+
 class Runner:
     """Runs the module eagerly (export parity reference, framework evaluation)."""
 
@@ -148,10 +167,7 @@ class Runner:
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        args = []
-        for t in self.src["inputs"]:
-            a = np.asarray(feeds[t["name"]])
-            args.append(torch.from_numpy(np.ascontiguousarray(a.astype(t.get("dtype") or a.dtype))))
+        args = [torch.from_numpy(a) for a in module_inputs(self.src, feeds)]
         with torch.no_grad():
             names, outs = flatten_outputs(self.model(*args))
         names = self.src.get("output_names") or names or [f"output{i}" for i in range(len(outs))]

@@ -47,11 +47,12 @@ def _torch(job: Job, weights: Path, meta: dict[str, Any], ref: Any) -> Result:
     if not par["ok"]:
         raise ToolFailure("framework_parity", f"torch {torch.__version__} does not reproduce the "
                                               f"reference outputs: {par}")
-    spec = job.params["model_spec"]
     # how the torch exporter, the parity check and the framework evaluation rebuild it
     (out / "source.json").write_text(json.dumps({
         "factory": "quantsweep.demo.torch_model:deploy_from_dir", "kwargs": {"model_dir": str(out)},
-        "inputs": [{"name": t["name"], "dtype": t.get("dtype")} for t in spec["inputs"]],
+        # the demo's own deploy contract (RT-DETR's); the config's contract is checked against
+        # the exported graph
+        "inputs": [{"name": "images", "dtype": "float32"}, {"name": "orig_target_sizes", "dtype": "int32"}],
         "output_names": ["labels", "boxes", "scores"],
         "qat": {"batches": "quantsweep.demo.train:qat_batches", "loss": "quantsweep.demo.train:qat_loss"}}))
     return Result(backend="torch", artifacts={"model": str(out)},

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from quantsweep.job import Job, ToolFailure, tool_call
+from quantsweep.job import Job, tool_call
 
 
 def export(job: Job, dst: Path, opset: int) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -20,12 +20,7 @@ def export(job: Job, dst: Path, opset: int) -> tuple[dict[str, Any], dict[str, A
     src = torch_module.read_source(job.artifact("framework", "model"))
     module = torch_module.build(src)
     spec = job.params["model_spec"]
-    feeds = example_feeds(spec)
-    try:
-        args = tuple(torch.from_numpy(feeds[t["name"]]) for t in src["inputs"])
-    except KeyError as exc:
-        raise ToolFailure("contract", f"the module's input {exc} is not in the model's inputs "
-                                      f"{[t['name'] for t in spec['inputs']]}") from None
+    args = tuple(torch.from_numpy(a) for a in torch_module.module_inputs(src, example_feeds(spec)))
     output_names = src["output_names"]
     with torch.no_grad():
         plain = _plain_tuple(module(*args))

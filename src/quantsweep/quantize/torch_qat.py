@@ -16,8 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from quantsweep.job import Job, Skip, ToolFailure, tool_call
 
 
@@ -116,7 +114,7 @@ def quantize(job: Job, dst: Path, opset: int) -> dict[str, Any]:
         for m in fqs:
             m.calibrating = True
         for f in feeds:
-            module(*(torch.from_numpy(np.asarray(f[n])) for n in names))
+            module(*(torch.from_numpy(a) for a in torch_module.module_inputs(src, f)))
         for m in fqs:
             m.calibrating = False
     losses = []
@@ -146,12 +144,12 @@ def quantize(job: Job, dst: Path, opset: int) -> dict[str, Any]:
         module.eval()
     for m in fqs:
         m.freeze()
-    example = example_feeds(spec)
+    example = torch_module.module_inputs(src, example_feeds(spec))
     tmp = dst.with_name(".qat-" + dst.name)
     with tool_call("export_failed", f"torch.onnx.export of the fake-quantized detector at opset {opset}"), \
             torch.no_grad():
         torch.onnx.export(torch_module.Adapter.wrap(module),
-                          tuple(torch.from_numpy(example[n]) for n in names), str(tmp),
+                          tuple(torch.from_numpy(a) for a in example), str(tmp),
                           opset_version=max(opset, 13), dynamo=False, input_names=names,
                           output_names=src["output_names"])
     tmp.replace(dst)
