@@ -134,6 +134,19 @@ class Adapter:
         return Flat().eval()
 
 
+def export_target(module: Any, args: tuple[Any, ...]) -> tuple[Any, bool]:
+    """(what torch.onnx.export traces, whether it is the module itself): a module that returns a
+    tuple of tensors is exported as it is; any other (a dict, torchvision's list of dicts)
+    through the adapter that flattens its outputs (whose ``*xs`` takes the inputs as one
+    argument: the dynamo exporter's dynamic shapes nest one level deeper)."""
+    import torch
+
+    with torch.no_grad():
+        out = module(*args)
+    plain = isinstance(out, tuple) and all(isinstance(o, torch.Tensor) for o in out)
+    return (module if plain else Adapter.wrap(module)), plain
+
+
 def module_inputs(src: dict[str, Any], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
     """The module's positional inputs from feeds keyed by the model's contract: by name, else by
     position (the exported graph then keeps the module's own names, and the contract check of

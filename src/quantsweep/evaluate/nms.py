@@ -55,9 +55,3 @@ def batched_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
             break
     return order[np.asarray(keep, dtype=np.int64)]
 
-
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float,
-        max_det: int | None = None) -> np.ndarray:
-    """Single-class NMS."""
-    return batched_nms(boxes, scores, np.zeros(len(np.asarray(boxes).reshape(-1, 4)), np.int64),
-                       iou_threshold, max_det)

@@ -22,11 +22,7 @@ def export(job: Job, dst: Path, opset: int) -> tuple[dict[str, Any], dict[str, A
     spec = job.params["model_spec"]
     args = tuple(torch.from_numpy(a) for a in torch_module.module_inputs(src, example_feeds(spec)))
     output_names = src["output_names"]
-    with torch.no_grad():
-        plain = _plain_tuple(module(*args))
-    # a module that returns a tuple of tensors is exported as it is; any other (a dict,
-    # torchvision's list of dicts) through the adapter that flattens its outputs
-    target = module if plain else torch_module.Adapter.wrap(module)
+    target, plain = torch_module.export_target(module, args)
     tmp = dst.with_name(".export-" + dst.name)
     opts = job.params["model_spec"]["export"]
     dynamo = opts["exporter"] == "dynamo"
@@ -45,8 +41,3 @@ def export(job: Job, dst: Path, opset: int) -> tuple[dict[str, Any], dict[str, A
     return ({"name": f"torch.onnx.export ({opts['exporter']})", "version": torch.__version__},
             {"dynamic_batch": opts["dynamic_batch"]})
 
-
-def _plain_tuple(out: Any) -> bool:
-    import torch
-
-    return isinstance(out, tuple) and all(isinstance(o, torch.Tensor) for o in out)

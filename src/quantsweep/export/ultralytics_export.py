@@ -4,7 +4,6 @@ ONNX next to it). The ONNX carries Ultralytics' metadata (class names, stride, t
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from pathlib import Path
@@ -12,11 +11,15 @@ from typing import Any
 
 from quantsweep.job import Job, ToolFailure, tool_call
 
+OFFLINE = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0"}  # no hub, no pip at run time
+
 
 def export(job: Job, dst: Path, opset: int) -> tuple[dict[str, Any], dict[str, Any]]:
-    for k, v in {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0"}.items():
+    from quantsweep.backends.torch_module import read_source
+
+    for k, v in OFFLINE.items():
         os.environ.setdefault(k, v)
-    src = json.loads((job.artifact("framework", "model") / "source.json").read_text())["ultralytics"]
+    src = read_source(job.artifact("framework", "model"))["ultralytics"]
     with tool_call("tool_missing", "importing ultralytics"):
         import ultralytics
         from ultralytics import RTDETR, YOLO

@@ -144,12 +144,12 @@ def quantize(job: Job, dst: Path, opset: int) -> dict[str, Any]:
         module.eval()
     for m in fqs:
         m.freeze()
-    example = torch_module.module_inputs(src, example_feeds(spec))
+    example = tuple(torch.from_numpy(a) for a in torch_module.module_inputs(src, example_feeds(spec)))
+    target, _ = torch_module.export_target(module, example)
     tmp = dst.with_name(".qat-" + dst.name)
     with tool_call("export_failed", f"torch.onnx.export of the fake-quantized detector at opset {opset}"), \
             torch.no_grad():
-        torch.onnx.export(torch_module.Adapter.wrap(module),
-                          tuple(torch.from_numpy(a) for a in example), str(tmp),
+        torch.onnx.export(target, example, str(tmp),
                           opset_version=max(opset, 13), dynamo=False, input_names=names,
                           output_names=src["output_names"])
     tmp.replace(dst)

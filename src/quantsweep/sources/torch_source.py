@@ -28,8 +28,7 @@ def framework(job: Job) -> Result:
            "output_names": [o["name"] for o in spec.get("outputs", [])] or None,
            "qat": spec.get("qat")}
     module = torch_module.build(src)
-    feeds = example_feeds(spec)
-    args = [torch.from_numpy(feeds[t["name"]]) for t in spec["inputs"]]
+    args = [torch.from_numpy(a) for a in torch_module.module_inputs(src, example_feeds(spec))]
     with tool_call("framework_run", f"running {spec['factory']} on one input of the contract"), \
             torch.no_grad():
         names, outs = torch_module.flatten_outputs(module(*args))

@@ -11,9 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from quantsweep.export.ultralytics_export import OFFLINE
 from quantsweep.job import Job, Result, ToolFailure, tool_call
-
-OFFLINE = {"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0"}  # no hub, no pip at run time
 
 
 def load(path: str | Path, rtdetr: bool | None = None) -> Any:
