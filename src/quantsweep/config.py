@@ -175,8 +175,9 @@ def _cross_check(cfg: dict[str, Any], source: str) -> None:
                             "or 'from' (another cell's export)")
         if "from" in model:
             src = model["from"]
+            # a Paddle model from a Paddle framework stage; an ONNX graph from any exporting source
             allowed = ("paddle", "demo-paddle") if model["source"] == "paddle" else \
-                ("paddle", "demo-paddle", "demo-torch")
+                ("paddle", "demo-paddle", "demo-torch", "torch", "ultralytics")
             if src["model"] not in models or models[src["model"]]["source"] not in allowed:
                 problems.append(f"models.{name}.from.model: {src['model']!r} is not a defined "
                                 f"model with a source in {list(allowed)}")
@@ -281,6 +282,8 @@ def _source_problems(name: str, model: dict[str, Any]) -> list[str]:
             out.append(f"{key}.path: {p!r} is not a .pt checkpoint or a model .yaml")
         elif Path(p).suffix.lower() == ".pt" and not Path(p).is_file():
             out.append(f"{key}.path: {p!r} does not exist")
+    elif model.get("train"):
+        out.append(f"{key}.train: only for source 'ultralytics', not {src!r}")
     return out
 
 

@@ -135,6 +135,8 @@ def framework_inputs(w):
     elif spec["source"] == "ultralytics":
         if Path(spec["path"]).is_file():  # a .pt, or a local .yaml (not one Ultralytics ships)
             inp["model_files"] = [spec["path"]]
+        if spec.get("train"):  # trained on the sweep's train split
+            inp["manifest"] = MANIFEST
     else:
         inp["train"] = f"{DEMO_DIR}/train/status.json"
     return inp

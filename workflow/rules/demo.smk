@@ -27,7 +27,7 @@ rule train_demo:
 
 # what the framework stage reads of a model block: how the source builds it and its contract
 FRAMEWORK_SPEC_KEYS = ("name", "source", "paddle_format", "path", "from", "factory", "kwargs",
-                       "weights", "weights_key", "python_path", "seed", "qat", "inputs",
+                       "weights", "weights_key", "python_path", "seed", "qat", "train", "inputs",
                        "outputs", "preprocess")
 
 
@@ -45,7 +45,10 @@ rule framework:
             {k: input[k] for k in ("toolset", "train", "source_framework") if k in input.keys()}),
         spec=lambda w: spec({"model_spec": {k: v for k, v in model_spec(w.model).items()
                                             if k in FRAMEWORK_SPEC_KEYS},
-                             "parity_tol": 1e-4}),
+                             "parity_tol": 1e-4,
+                             # a model trained by its source trains on the sweep's dataset
+                             **({"dataset": dataset_params()}
+                                if config["models"][w.model].get("train") else {})}),
     resources:
         slurm_partition=lambda w: partition(""),
         mem_mb=6000,
