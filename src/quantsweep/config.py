@@ -160,6 +160,8 @@ def _cross_check(cfg: dict[str, Any], source: str) -> None:
                         + ", ".join(sorted(defined))
                     )
         for key, values in block.items():
+            if not isinstance(values, list):
+                continue
             dup = sorted({str(v) for v in values if values.count(v) > 1})
             if dup:
                 problems.append(f"matrix[{i}].{key}: duplicate entries {', '.join(dup)}")

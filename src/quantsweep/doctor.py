@@ -78,6 +78,7 @@ def diagnose(results: Path, axes: dict[str, Any], annotations: Path | None = Non
         out += check_runtime_scales(q, qp, root)
     if b:
         out += check_build_errors(b, bp)
+    out += check_analysis(results, axes, q)
     if ev and ev["status"] == "ok":
         dets = _path(ev["artifacts"].get("detections"), root)
         conv = ev.get("data", {}).get("input_conversions") or []
@@ -179,6 +180,44 @@ def check_runtime_scales(q: dict[str, Any], qp: Path, root: Path) -> list[dict[s
                         "is a constant of the graph",
                     file=str(model), tensor=f["tensor"], node=f["node"])
             for f in runtime_scale_findings(m)]
+
+
+def check_analysis(results: Path, axes: dict[str, Any], q: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """An analysed INT8 cell: its most sensitive layers with their numbers and the recipe; a
+    recipe cell: the layers it keeps in float, and whether the recipe met its target."""
+    from quantsweep.quantize import recipe_parent
+
+    out: list[dict[str, Any]] = []
+    parent = recipe_parent(axes["quantizer"])
+    ap_, an = _status(results, "analyze", {**axes, "quantizer": parent or axes["quantizer"]})
+    if an is None or an["status"] != "ok":
+        return out
+    d = an["data"]
+    recipe = an["artifacts"].get("recipe", "")
+    if parent is None:
+        for t in (d.get("top_layers") or [])[:3]:
+            ap_note = (f"; alone in float it wins back {t['ap_recovered']:+.4f} AP, alone in INT8 it "
+                       f"costs {t['ap_drop']:.4f} AP" if t.get("ap_recovered") is not None else "")
+            out.append(finding("info", "sensitive_layer",
+                               f"{t['op']} {t['layer']!r}: leaving it in float brings the outputs "
+                               f"{t['error_recovered']:.4g} closer to FP32 (1 - cosine){ap_note}",
+                               fix=f"the recipe {recipe} keeps {len(d['float_layers'])} layer(s) in "
+                                   f"float: {d['float_layers'][:5]}",
+                               file=str(ap_.with_name("sensitivity.json")), layer=t["layer"],
+                               value=t.get("ap_recovered")))
+        return out
+    rec = ((q or {}).get("data") or {}).get("recipe") or {}
+    if rec and not rec.get("target_met"):
+        out.append(finding("warning", "recipe_target_missed", rec.get("note", ""),
+                           fix="raise analyze.max_float_layers or analyze.top_k, or accept the loss",
+                           file=recipe, value=rec.get("AP_recipe")))
+    elif rec:
+        out.append(finding("info", "recipe", f"{len(rec['float_layers'])} layer(s) kept in float: "
+                           f"{rec['float_layers'][:5]} (AP on {rec.get('val_images')} val images: "
+                           f"INT8 {rec.get('AP_int8')}, recipe {rec.get('AP_recipe')}, FP32 "
+                           f"{rec.get('AP_fp32')})", file=recipe,
+                           layer=(rec["float_layers"] or [""])[0], value=rec.get("AP_recipe")))
+    return out
 
 
 # ---- 003 ---------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ FRAMEWORK = "{model}/{toolset}/framework"
 FRAMEWORK_EVAL = "{model}/{toolset}/framework/evaluate"
 EXPORT = "{model}/{toolset}/opset{opset}/export"
 QUANTIZE = "{model}/{toolset}/opset{opset}/{quantizer}/quantize"
+ANALYZE = "{model}/{toolset}/opset{opset}/{quantizer}/analyze"
 CELL = "{model}/{toolset}/opset{opset}/{quantizer}/{precision}/{backend}"
 BUILD = CELL + "/build"
 EVALUATE = CELL + "/evaluate"
@@ -25,6 +26,7 @@ STAGE_DIRS = {
     "framework_eval": FRAMEWORK_EVAL,
     "export": EXPORT,
     "quantize": QUANTIZE,
+    "analyze": ANALYZE,
     "build": BUILD,
     "evaluate": EVALUATE,
 }

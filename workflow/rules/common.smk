@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # this clone's code, in
 from quantsweep import config as qcfg  # noqa: E402
 from quantsweep import matrix, paths  # noqa: E402
 from quantsweep.export import FRAMEWORK_BACKEND  # noqa: E402  the backend of each framework source
+from quantsweep.quantize import recipe_parent  # noqa: E402  a recipe cell's quantizer
 
 # Duplicate YAML keys are lost by the time Snakemake hands us `config`: re-read the files.
 for _cf in workflow.configfiles:
@@ -34,6 +35,7 @@ DATASET = config["dataset"]["name"]
 MANIFEST = f"{RESOURCES}/datasets/{DATASET}/manifest.json"
 CELLS = matrix.expand(config)
 PLANNED = [pc.cell for pc in CELLS if pc.status == "planned"]
+ANALYZED = matrix.analyzed(config)  # the quantized graphs of blocks with analyze: true
 DEMO_TOOLSET = config["demo"].get("toolset")
 TIMEOUT = config["stage_timeout_s"]
 
@@ -151,6 +153,9 @@ def quantize_inputs(w):
            "manifest": MANIFEST}
     if w.quantizer in FRAMEWORK_QUANTIZERS and config["models"][w.model]["source"] != "onnx":
         inp["framework"] = P("framework", "status.json").format(model=w.model, toolset=w.toolset)
+    parent = recipe_parent(w.quantizer)
+    if parent:  # a recipe cell: its parent's analysis names the layers kept in float
+        inp["analyze"] = P("analyze", "status.json").format(**{**dict(w.items()), "quantizer": parent})
     return inp
 
 
@@ -159,10 +164,11 @@ def quantize_params(w):
         return {"quantizer": "none"}
     spec = model_spec(w.model)
     q = config["quantize"]
+    base = recipe_parent(w.quantizer) or w.quantizer
     return {"quantizer": w.quantizer, "calib_images": q["calib_images"], "opset": int(w.opset),
             "cache_tensorrt_version": q["cache_tensorrt_version"],
             # the two torch-qat variants differ only in amax (static or dynamic): one options key
-            "options": q.get("torch-qat" if w.quantizer.startswith("torch-qat") else w.quantizer, {}),
+            "options": q.get("torch-qat" if base.startswith("torch-qat") else base, {}),
             "dataset": dataset_params(),
             "model_spec": {k: spec[k] for k in ("name", "source", "inputs", "preprocess")}}
 

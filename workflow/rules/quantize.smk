@@ -6,7 +6,7 @@ rule quantize:
     params:
         args=lambda w, input, output: stage_args(
             "quantize", f"{w.model}/{w.toolset}/opset{w.opset}/{w.quantizer}", output,
-            {k: input[k] for k in ("toolset", "export", "framework") if k in input.keys()}),
+            {k: input[k] for k in ("toolset", "export", "framework", "analyze") if k in input.keys()}),
         spec=lambda w: spec(quantize_params(w)),
     resources:
         slurm_partition=lambda w: partition(""),

@@ -24,6 +24,7 @@ rule summary:
         manifest=MANIFEST,
         toolsets=sorted({P("toolset", "status.json").format(toolset=c.cell.toolset) for c in CELLS}),
         evaluate=[P("evaluate", "metrics.json").format(**c.axes()) for c in PLANNED],
+        analyze=[P("analyze", "status.json").format(**a) for a in ANALYZED],
         framework=[P("framework_eval", "metrics.json").format(model=m, toolset=t)
                    for m, t in framework_pairs()],
     output:

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from quantsweep.calib import Cache, bad_scale, compatibility, read
+from quantsweep.qdq_graph import COMPUTE_OPS
 
 # TensorRT versions of the default sweep's toolsets
 DEFAULT_TRT_VERSIONS = ("8.6.1", "10.13.3", "11.4.0")
 # ops whose activations TensorRT runs in INT8 under implicit quantization: their non-constant
 # inputs need a scale (a missing one makes the layer fall back to higher precision)
-INT8_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+INT8_OPS = COMPUTE_OPS
 OUTLIER_FACTOR = 1000.0
 
 
@@ -25,17 +26,18 @@ def graph_tensors(onnx_path: str | Path) -> tuple[set[str], set[str], set[str]]:
     """(all tensor names, initializer names, activations feeding INT8-capable ops)."""
     import onnx
 
+    from quantsweep.qdq_graph import constants
+
     model = onnx.load(str(onnx_path), load_external_data=False)
     g = model.graph
-    inits = {i.name for i in g.initializer}
-    consts = {o for n in g.node if n.op_type == "Constant" for o in n.output}
-    names = {i.name for i in g.input} | {o.name for o in g.output} | inits
+    consts = constants(g)
+    names = {i.name for i in g.input} | {o.name for o in g.output} | consts
     for n in g.node:
         names.update(x for x in n.input if x)
         names.update(x for x in n.output if x)
     need = {x for n in g.node if n.op_type in INT8_OPS for x in n.input[:1]
-            if x and x not in inits and x not in consts}
-    return names, inits | consts, need
+            if x and x not in consts}
+    return names, consts, need
 
 
 def inspect_cache(cache: Cache, onnx_path: str | Path | None = None,

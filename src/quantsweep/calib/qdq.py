@@ -70,13 +70,12 @@ def apply_cache(float_onnx: Path, cache: Cache, dst: Path,
     from onnxruntime.quantization.qdq_quantizer import QDQQuantizer
 
     from quantsweep.calib import bad_scale
+    from quantsweep.qdq_graph import constants, name_nodes
 
     model = onnx.load(str(float_onnx))
     constants_to_initializers(model)  # paddle2onnx's TensorRT export keeps weights in Constants
-    for i, n in enumerate(model.graph.node):
-        if not n.name:
-            n.name = f"quantsweep_node_{i}"
-    consts = {i.name for i in model.graph.initializer}
+    name_nodes(model.graph)
+    consts = constants(model.graph)
     usable = {k: v for k, v in cache.scales.items() if bad_scale(v) is None}
     chosen: list[str] = []
     float_layers: list[str] = []

@@ -10,16 +10,47 @@ from typing import Any
 
 from quantsweep.job import Job, Result, Skip
 
+# A recipe cell (quantizer "<q>-recipe") quantizes again with the layers its parent cell's
+# analysis keeps in float; these quantizers take such a list (nodes_to_exclude).
+RECIPE_SUFFIX = "-recipe"
+RECIPE_QUANTIZERS = ("ort-qdq", "modelopt-ptq")
+
+
+def recipe_parent(quantizer: str) -> str | None:
+    """The quantizer a recipe cell re-runs (None for any other quantizer)."""
+    return quantizer[: -len(RECIPE_SUFFIX)] if quantizer.endswith(RECIPE_SUFFIX) else None
+
+
+def recipe_layers(job: Job, float_model: Path) -> tuple[list[str], dict[str, Any]]:
+    """The layers a recipe cell keeps in float (its parent's ``recipe.json``), each checked to be
+    a node of the float graph it quantizes: ToolFailure ``recipe_mismatch`` listing the names
+    the graph lacks (a recipe from another toolset's graph, an edited export)."""
+    import json
+
+    import onnx
+
+    from quantsweep.job import ToolFailure
+
+    path = Path(job.artifact("analyze", "recipe"))
+    recipe = json.loads(path.read_text())
+    names = {n.name for n in onnx.load(str(float_model), load_external_data=False).graph.node}
+    missing = [n for n in recipe["float_layers"] if n not in names]
+    if missing:
+        raise ToolFailure("recipe_mismatch", f"{path} keeps {len(missing)} layer(s) in float that "
+                                             f"{float_model} has no node of: {missing[:10]}",
+                          detail=missing[0])
+    info = {k: recipe.get(k) for k in ("float_layers", "target_met", "note", "AP_fp32", "AP_int8",
+                                       "AP_recipe", "val_images")}
+    return list(recipe["float_layers"]), {**info, "file": str(path)}
+
 
 def runtime_scale_findings(model: Any) -> list[dict[str, str]]:
     """Q/DQ scales computed at run time (field report 002: QAT with dynamic amax loses
     accuracy after export; TensorRT needs static scales): ``DynamicQuantizeLinear`` nodes, and
     Q/DQ whose scale input is not a constant of the graph."""
-    consts = {i.name for i in model.graph.initializer}
-    consts |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
-    for n in model.graph.node:  # a constant passed through Identity/Cast is still a constant
-        if n.op_type in ("Identity", "Cast") and n.input and all(i in consts for i in n.input):
-            consts.update(n.output)
+    from quantsweep.qdq_graph import constants
+
+    consts = constants(model.graph)
     producer = {o: n for n in model.graph.node for o in n.output}
     out = []
     for n in model.graph.node:
@@ -56,6 +87,14 @@ def qdq_summary(path: Path) -> dict[str, Any]:
 def run(job: Job) -> Result:
     q = job.params["quantizer"]
     model = job.artifact("export", "model")
+    parent = recipe_parent(q)
+    exclude: list[str] = []
+    recipe: dict[str, Any] = {}
+    if parent is not None:
+        if parent not in RECIPE_QUANTIZERS:
+            raise Skip("not_implemented", f"quantizer {parent!r} takes no recipe")
+        exclude, recipe = recipe_layers(job, model)
+        q = parent
     if q == "none":
         passed = {k: v for k, v in job.inputs["export"]["artifacts"].items() if k == "paddle_model"}
         return Result(artifacts={"model": str(model), **passed},
@@ -67,14 +106,16 @@ def run(job: Job) -> Result:
         if q == "ort-qdq":
             from quantsweep.quantize import ort_qdq
 
-            info = ort_qdq.quantize(job, model, dst)
+            info = ort_qdq.quantize(job, model, dst, exclude)
             arts["calibration_cache"] = str(dst.with_name("calibration.cache"))
         else:
             from quantsweep.quantize import modelopt_ptq
 
-            info = modelopt_ptq.quantize(job, model, dst)
+            info = modelopt_ptq.quantize(job, model, dst, exclude)
+        if recipe:
+            info["recipe"] = recipe
         return Result(artifacts=arts,
-                      data={"quantizer": q, **info, **qdq_summary(dst),
+                      data={"quantizer": job.params["quantizer"], **info, **qdq_summary(dst),
                             "quantize_s": round(time.monotonic() - t0, 3),
                             "model_bytes": dst.stat().st_size})
     if q == "paddleslim-ptq":

@@ -15,7 +15,18 @@ from quantsweep.job import Job, tool_call
 from quantsweep.quantize.calibdata import calib_feeds, onnx_bindings
 
 
-def quantize(job: Job, src: Path, dst: Path) -> dict[str, Any]:
+def exclude_patterns(names: list[str]) -> list[str]:
+    """ModelOpt reads ``nodes_to_exclude`` as regular expressions matched at the start of each
+    node name (``re.match``): a bare name would also exclude every node it is a prefix of
+    (``/conv1/Conv`` matches ``/conv1/Conv_1``) and misread ``.``/``[``; each name is escaped
+    and anchored."""
+    import re
+
+    return [f"{re.escape(n)}$" for n in names]
+
+
+def quantize(job: Job, src: Path, dst: Path, exclude: list[str] | None = None) -> dict[str, Any]:
+    """``exclude``: nodes left in float (ModelOpt's ``nodes_to_exclude``; a recipe's layers)."""
     with tool_call("tool_missing", "importing modelopt.onnx.quantization"):
         from importlib.metadata import version
 
@@ -31,6 +42,7 @@ def quantize(job: Job, src: Path, dst: Path) -> dict[str, Any]:
         mo_quantize(str(src), quantize_mode="int8", calibration_data=data,
                     calibration_method=method, calibration_eps=["cpu"],
                     op_types_to_quantize=opts.get("op_types"), output_path=str(dst),
+                    nodes_to_exclude=exclude_patterns(exclude) if exclude else None,
                     high_precision_dtype="fp32", log_level="WARNING")
     return {"tool": f"nvidia-modelopt {version('nvidia-modelopt')}", "calibration_method": method,
-            "calib_images": len(feeds)}
+            "calib_images": len(feeds), "nodes_to_exclude": list(exclude or [])}

@@ -13,7 +13,8 @@ from quantsweep.job import Job, tool_call
 from quantsweep.quantize.calibdata import calib_feeds, onnx_bindings
 
 
-def quantize(job: Job, src: Path, dst: Path) -> dict[str, Any]:
+def quantize(job: Job, src: Path, dst: Path, exclude: list[str] | None = None) -> dict[str, Any]:
+    """``exclude``: nodes left in float (``nodes_to_exclude``; a recipe's layers)."""
     with tool_call("tool_missing", "importing onnxruntime.quantization"):
         import onnxruntime
         from onnxruntime import quantization as oq
@@ -67,12 +68,13 @@ def quantize(job: Job, src: Path, dst: Path) -> dict[str, Any]:
                            activation_type=getattr(oq.QuantType, opts["activation_type"]),
                            weight_type=getattr(oq.QuantType, opts["weight_type"]),
                            calibrate_method=method, op_types_to_quantize=opts["op_types"],
-                           extra_options=extra)
+                           nodes_to_exclude=list(exclude or []), extra_options=extra)
     tmp.replace(dst)
     if moved:
         src.unlink(missing_ok=True)
     return {"tool": f"onnxruntime.quantization {onnxruntime.__version__}",
             "calib_images": len(feeds), **opts, "constants_moved_to_initializers": moved,
+            "nodes_to_exclude": list(exclude or []),
             "cache": {"header": cache.header, "tensors": len(cache.scales),
                       "note": f"scales from ONNX Runtime's {opts['calibrate_method']} calibrator, "
                               f"written in TensorRT {trt}'s cache format"}}

@@ -100,6 +100,26 @@ def waterfall(steps: list[dict[str, Any]], model: str, toolset: str, opset: int)
     return _svg(fig)
 
 
+def layer_bars(an: dict[str, Any]) -> str:
+    """One analysed graph: per layer (most sensitive first, top 20) the output error when only
+    that layer is quantized; the AP it costs alone, where that was measured."""
+    layers = an["layers"]
+    fig, ax = _figure(7, 0.6 + 0.22 * len(layers))
+    recipe = set(an["recipe"]["float_layers"])
+    for i, x in enumerate(layers):
+        ax.barh(i, x["error_only_quantized"], color="#c62828" if x["layer"] in recipe else "#90a4ae")
+        if x.get("ap_drop") is not None:
+            ax.text(x["error_only_quantized"], i, f"  AP {-x['ap_drop']:+.4f} alone, "
+                    f"{x['ap_recovered']:+.4f} in float", va="center", fontsize=6)
+    ax.set_yticks(range(len(layers)))
+    ax.set_yticklabels([f"{x['layer']} ({x['op']})" for x in layers], fontsize=6)
+    ax.invert_yaxis()
+    ax.set_xlabel("1 - cosine of the outputs vs FP32 with only this layer in INT8 "
+                  "(red: kept in float by the recipe)")
+    ax.grid(axis="x", alpha=0.3)
+    return _svg(fig)
+
+
 def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(r.get(c, '')))}</td>" for c in cols) + "</tr>"
@@ -134,6 +154,13 @@ def render(df: Any, ledger: dict[str, Any]) -> str:
     if div:
         parts += ["<h3>Where the INT8 graphs leave the FP32 graph (largest drop per chain)</h3>",
                   _table(div, ["cell", "AP change", "first diverging tensor", "op", "cosine"])]
+    for key, an in ledger.get("analysis", {}).items():
+        r = an["recipe"]
+        parts += [f"<h3>Per-layer INT8 sensitivity: {html.escape(key)}</h3><p>{an['quantized_layers']} "
+                  f"quantized layers; AP on {an['val_images']} val images: FP32 {an['AP_fp32']:.4f}, "
+                  f"INT8 {an['AP_int8']:.4f}, recipe ({len(r['float_layers'])} layers in float) "
+                  f"{r['AP_recipe']:.4f}{'' if r['target_met'] else ' (target not met)'}. "
+                  f"Data: {html.escape(an['file'])}</p>", layer_bars(an)]
     bad = df[df.status == "failed"].astype(object).fillna("")
     parts += ["<h2>Failures</h2>",
               _table(bad.to_dict("records"), ["cell", "stage", "reason_class", "reason", "doctor"])]

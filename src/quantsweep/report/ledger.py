@@ -45,6 +45,35 @@ def steps(summary: Any) -> list[dict[str, Any]]:
                     else f"{r['precision'].upper()} on {r['backend']}")
             out.append({**base, "step": f"ONNX FP32 -> {what}", "from_AP": onnx_ap, "to_AP": ap,
                         "delta": round(ap - onnx_ap, 6), "mode": r["mode"], "to_cell": r["cell"]})
+        out.extend(recipe_steps(g, base, onnx_ap))
+    return out
+
+
+def recipe_steps(g: Any, base: dict[str, Any], onnx_ap: float) -> list[dict[str, Any]]:
+    """INT8 -> INT8 + recipe: the AP a recipe cell wins back over its parent INT8 cell (and the
+    share of the parent's loss that is), and its speed vs the parent and vs FP32."""
+    if "recipe_of" not in g:
+        return []
+    cells = g.set_index("cell")
+    out = []
+    for _, r in g[g["recipe_of"].notna()].iterrows():
+        ap = _num(r.get("AP"))
+        if ap is None or r["recipe_of"] not in cells.index:
+            continue
+        par = cells.loc[r["recipe_of"]]
+        par_ap = _num(par.get("AP"))
+        if par_ap is None:
+            continue
+        loss = onnx_ap - par_ap
+        out.append({**base, "step": f"INT8 {par['quantizer']} -> INT8 + recipe on {r['backend']}",
+                    "from_AP": par_ap, "to_AP": ap, "delta": round(ap - par_ap, 6),
+                    "mode": r["mode"], "to_cell": r["cell"],
+                    "from_cell": r["recipe_of"],
+                    "recovered_share": round((ap - par_ap) / loss, 3) if loss > 0 else None,
+                    "float_layers": r.get("recipe_float_layers"),
+                    "speed_vs_int8": _num(r.get("speed_vs_parent")),
+                    "speedup_vs_fp32": _num(r.get("speedup_vs_fp32")),
+                    "int8_speedup_vs_fp32": _num(par.get("speedup_vs_fp32"))})
     return out
 
 
@@ -155,7 +184,36 @@ def build_ledger(summary: Any, results: Path, specs: dict[str, Any], manifest: d
         except Exception as exc:  # noqa: BLE001 - a graph the check cannot run: say so, keep the rest
             d = {"error": f"{type(exc).__name__}: {exc}"[:300]}
         divergence[worst["to_cell"]] = {**d, "delta": worst["delta"]}
-    return {"steps": rows, "divergence": divergence}
+    return {"steps": rows, "divergence": divergence, "analysis": analyses(summary, results, root)}
+
+
+def analyses(summary: Any, results: Path, root: Path = Path("."), top: int = 20) -> dict[str, Any]:
+    """The per-layer sensitivity of each analysed quantized graph (its ``sensitivity.json``, the
+    ``top`` layers), keyed by model/toolset/opsetN/quantizer."""
+    from quantsweep.status import stage_status
+
+    out: dict[str, Any] = {}
+    if "analyze_status" not in summary:
+        return out
+    for _, r in summary[summary["analyze_status"] == "ok"].iterrows():
+        if isinstance(r.get("recipe_of"), str):
+            continue
+        axes = {"model": r["model"], "toolset": r["toolset"], "opset": int(r["opset"]),
+                "quantizer": r["quantizer"]}
+        key = f"{r['model']}/{r['toolset']}/opset{int(r['opset'])}/{r['quantizer']}"
+        an = stage_status(results, "analyze", **axes)
+        if key in out or an is None or an["status"] != "ok":
+            continue
+        sens = json.loads((root / an["artifacts"]["sensitivity"]).read_text())
+        recipe = json.loads((root / an["artifacts"]["recipe"]).read_text())
+        out[key] = {"layers": [{k: x.get(k) for k in ("layer", "op", "error_only_quantized",
+                                                        "error_recovered", "ap_drop", "ap_recovered")}
+                               for x in sens["layers"][:top]],
+                    "quantized_layers": len(sens["layers"]), "AP_fp32": sens["AP_fp32"],
+                    "AP_int8": sens["AP_int8"], "val_images": sens["val_images"],
+                    "recipe": {k: recipe[k] for k in ("float_layers", "AP_recipe", "target_met")},
+                    "file": an["artifacts"]["sensitivity"]}
+    return out
 
 
 def main(argv: list[str]) -> int:

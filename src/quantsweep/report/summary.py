@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from quantsweep import paths
+from quantsweep.quantize import recipe_parent
 from quantsweep.status import stage_status, write_text_atomic
 
 KEY_PACKAGES = ("paddlepaddle", "paddle2onnx", "paddleslim", "torch", "onnx", "onnxruntime",
@@ -29,8 +30,13 @@ def cell_row(results: Path, cell: dict[str, Any]) -> dict[str, Any]:
         return row
     # each stage's path template takes the axes it depends on and ignores the rest
     stages = {s: stage_status(results, s, **axes) for s in CHAIN}
+    parent = recipe_parent(cell["quantizer"])
+    chain: tuple[str, ...] = CHAIN
+    if parent:  # a recipe cell: its parent's analysis comes before its own quantize stage
+        stages["analyze"] = stage_status(results, "analyze", **{**axes, "quantizer": parent})
+        chain = (*CHAIN[:3], "analyze", *CHAIN[3:])
     root = None
-    for stage in CHAIN:
+    for stage in chain:
         rec = stages[stage]
         if rec is None:
             continue
@@ -83,6 +89,15 @@ def cell_row(results: Path, cell: dict[str, Any]) -> dict[str, Any]:
         row["engine_from"] = b.get("ingested_from", "")
     if b and b["status"] == "failed" and isinstance(b.get("data", {}).get("fallback"), dict):
         row["_fallback"] = b["data"]["fallback"]
+    if parent:
+        row.update(recipe_info(results, axes, parent, stages["quantize"]))
+    analysis = stage_status(results, "analyze", **axes) if not parent else None
+    if analysis is not None:  # the cell's graph was analysed: its most sensitive layers
+        row["analyze_status"] = analysis["status"]
+        top = analysis.get("data", {}).get("top_layers") or []
+        row["analyze_top_layers"] = "; ".join(
+            f"{t['layer']} ({t['ap_recovered']:+.4f} AP in float)" if t.get("ap_recovered") is not None
+            else t["layer"] for t in top[:3])
     fw_path = paths.fill(results, "framework_eval", "metrics.json", **axes)
     if fw_path.exists():
         fm = json.loads(fw_path.read_text())
@@ -96,6 +111,32 @@ def cell_row(results: Path, cell: dict[str, Any]) -> dict[str, Any]:
     if model_file and Path(model_file).is_file():
         row["model_bytes"] = Path(model_file).stat().st_size
     return row
+
+
+def recipe_info(results: Path, axes: dict[str, Any], parent: str,
+                quantize: dict[str, Any] | None) -> dict[str, Any]:
+    """A recipe cell's link to its parent cell and what its recipe promised."""
+    out: dict[str, Any] = {"recipe_of": paths.cell_id(**{**axes, "quantizer": parent})}
+    rec = ((quantize or {}).get("data") or {}).get("recipe")
+    if rec:
+        out["recipe_float_layers"] = "; ".join(rec["float_layers"])
+        out["recipe_target_met"] = rec["target_met"]
+        if not rec["target_met"]:
+            out["recipe_note"] = rec.get("note", "")
+    return out
+
+
+def add_recipe_links(rows: list[dict[str, Any]]) -> None:
+    """Each recipe row gets the AP it won back over its parent INT8 row and its speed relative
+    to it."""
+    by_cell = {r["cell"]: r for r in rows}
+    for r in rows:
+        par = by_cell.get(r.get("recipe_of") or "")
+        if par is None or r.get("AP") is None or par.get("AP") is None:
+            continue
+        r["AP_delta_vs_parent"] = round(r["AP"] - par["AP"], 6)
+        if r.get("latency_ms") and par.get("latency_ms"):
+            r["speed_vs_parent"] = round(par["latency_ms"] / r["latency_ms"], 3)
 
 
 def add_fp32_sibling(rows: list[dict[str, Any]]) -> None:
@@ -186,13 +227,16 @@ def build_summary(results: str | Path, plan: list[dict[str, Any]],
             rows.append(fallback_row(row, fb))
     add_fp32_sibling(rows)
     add_simulated_sibling(rows)
+    add_recipe_links(rows)
     cols = ["cell", "model", "toolset", "opset", "quantizer", "precision", "backend", "status",
             "stage", "reason_class", "reason", "mode", "device", *METRICS, "framework_AP",
             "AP_delta_vs_framework", "fp32_cell", "AP_delta_vs_fp32", "speedup_vs_fp32",
             "latency_ms", "images_per_s", "model_bytes", "foreign_detections",
             "opset_written", "exporter", "export_s", "parity_ok", "parity_cosine", "parity_max_abs",
             "input_conversions", "tool_versions", "quantsweep_version", "gpu", "gpu_latency_ms", "gpu_throughput_qps",
-            "engine_from", "fallback_of", "simulated_sibling", "simulated_AP", "doctor",
+            "engine_from", "fallback_of", "simulated_sibling", "simulated_AP",
+            "recipe_of", "recipe_float_layers", "recipe_target_met", "recipe_note",
+            "AP_delta_vs_parent", "speed_vs_parent", "analyze_status", "analyze_top_layers", "doctor",
             *[f"{s}_status" for s in CHAIN]]
     df = pd.DataFrame(rows)
     for c in cols:

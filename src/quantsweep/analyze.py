@@ -1,0 +1,237 @@
+"""The ``analyze`` stage: where a Q/DQ graph loses accuracy, layer by layer, and the
+mixed-precision recipe that wins it back.
+
+For each quantized layer (``qdq_graph.quantized_layers``) the graph is changed with ``onnx``
+surgery, never by re-running the quantizer: *only this layer in float* (its Q/DQ inputs take
+the float tensors) and *only this layer quantized* (every other layer in float). Each variant
+runs on ``analyze.images`` calib images and its outputs are compared with the FP32 graph's
+(computed once): cosine and max-abs per output. The ``top_k`` layers whose float version
+recovers the most are then scored by AP on the first ``val_images`` val images, and the recipe
+is built greedily: the layer that recovers the most AP goes to float, then the next, while AP
+improves, until the drop vs FP32 is at most ``max_ap_drop`` or ``max_float_layers`` are float.
+The recipe is written in each consumer's own terms (``recipe.json``).
+
+Runs in quantsweep's own interpreter (ONNX Runtime + pycocotools): the analysis compares
+graphs; the recipe cell it leads to is quantized, built and evaluated in the cell's toolset."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from quantsweep.job import Job, Result, Skip, tool_call
+from quantsweep.status import write_json_atomic
+
+DEFAULTS = {"images": 8, "val_images": 50, "top_k": 5, "max_ap_drop": 0.005, "max_float_layers": 8}
+
+
+def recipe_terms(layers: list[dict[str, Any]]) -> dict[str, Any]:
+    """The float layers in each consumer's vocabulary."""
+    from quantsweep.quantize.modelopt_ptq import exclude_patterns
+
+    names = [x["layer"] for x in layers]
+    return {
+        "onnxruntime.quantize_static": {"nodes_to_exclude": names},
+        "modelopt.onnx.quantization": {"nodes_to_exclude": exclude_patterns(names)},
+        # PaddleSlim skips by parameter name; paddle2onnx keeps Paddle's parameter names as the
+        # ONNX initializer names of the weights
+        "paddleslim": {"skip_tensor_list": [w for x in layers for w in x["weights"]]},
+        # TensorRT's ONNX parser names a layer after its node; an explicit (Q/DQ) graph takes
+        # the recipe graph (the pairs removed), an implicit one these precisions
+        "trtexec": "--precisionConstraints=obey --layerPrecisions="
+                   + ",".join(f"{n}:fp16" for n in names),
+        "tensorrt_api": {"layer_precisions": {n: "fp16" for n in names}},
+    }
+
+
+def greedy_recipe(order: list[str], ap_of: Callable[[list[str]], float], ap_fp32: float,
+                  ap_int8: float, max_ap_drop: float, max_float_layers: int
+                  ) -> tuple[list[str], float, list[dict[str, Any]]]:
+    """Layers to keep in float, taken in ``order``: each is tried on top of those kept so far and
+    kept when the AP rises; stops when AP(FP32) - AP is at most ``max_ap_drop`` or
+    ``max_float_layers`` are kept. Returns (kept layers, their AP, the steps tried)."""
+    kept: list[str] = []
+    steps: list[dict[str, Any]] = []
+    ap_cur = ap_int8
+    for layer in order:
+        if ap_fp32 - ap_cur <= max_ap_drop or len(kept) >= max_float_layers:
+            break
+        trial = [*kept, layer]
+        ap = ap_of(trial)
+        steps.append({"float_layers": trial, "AP": ap, "kept": ap > ap_cur})
+        if ap > ap_cur:
+            kept, ap_cur = trial, ap
+    return kept, ap_cur, steps
+
+
+class _Graphs:
+    """ONNX Runtime sessions of graph variants, written to a scratch folder."""
+
+    def __init__(self, work: Path, threads: int):
+        self.work, self.threads, self.n = work, threads, 0
+
+    def runner(self, model: Any) -> Any:
+        import onnx
+
+        from quantsweep.backends import onnxruntime as ortb
+
+        self.n += 1
+        path = self.work / f"variant{self.n}.onnx"
+        onnx.save(model, str(path))
+        try:
+            return ortb.runner(path, {"threads": self.threads})
+        finally:
+            path.unlink(missing_ok=True)
+
+
+def _compare(runner: Any, feeds: list[dict[str, Any]], ref: list[dict[str, Any]]) -> dict[str, Any]:
+    """Outputs of ``runner`` vs the FP32 outputs: per output cosine and max-abs, and one error
+    (the mean of 1 - cosine over the outputs) that ranks layers."""
+    from quantsweep.export.parity import OutputStats
+
+    stats = {k: OutputStats(k, k) for k in ref[0]}
+    for f, r in zip(feeds, ref, strict=True):
+        out = runner.infer(f)
+        for k, s in stats.items():
+            s.add(r[k], out[k])
+    recs = {k: s.record() for k, s in stats.items()}
+    cos = [v["cosine"] for v in recs.values() if v["cosine"] is not None]
+    return {"error": round(sum(1 - c for c in cos) / len(cos), 9) if cos else 1.0,
+            "outputs": {k: {"cosine": v["cosine"], "max_abs": v["max_abs"]} for k, v in recs.items()}}
+
+
+class _SubsetAP:
+    """AP of a graph on the first ``n`` val images, with the evaluation's own decoding."""
+
+    def __init__(self, job: Job, float_model: Path, n: int):
+        from quantsweep.evaluate.loop import model_class_names
+
+        p = job.params
+        manifest = json.loads(Path(p["dataset"]["manifest"]).read_text())
+        ann = json.loads(Path(manifest["splits"]["val"]["annotations"]).read_text())
+        keep = {im["id"] for im in sorted(ann["images"], key=lambda im: im["id"])[:n]}
+        sub = {**ann, "images": [im for im in ann["images"] if im["id"] in keep],
+               "annotations": [a for a in ann["annotations"] if a["image_id"] in keep]}
+        self.ann = job.out_dir / "val_subset.json"
+        write_json_atomic(self.ann, sub)
+        self.manifest = {**manifest, "splits": {**manifest["splits"], "val": {
+            **manifest["splits"]["val"], "annotations": str(self.ann)}}}
+        self.spec, self.ev = p["model_spec"], {**p["evaluate"], "max_images": n}
+        dec = self.spec["decode"]
+        self.names = model_class_names(float_model, dec) if dec["label_map"] == "names" \
+            else None
+        self.images = len(keep)
+        self.seconds = 0.0
+
+    def __call__(self, runner: Any) -> float:
+        from quantsweep.evaluate.coco import score_detections
+        from quantsweep.evaluate.loop import evaluate_runner
+
+        t0 = time.monotonic()
+        dets, _ = evaluate_runner(runner, self.spec, self.manifest, self.ev, self.names)
+        ap = float(score_detections(dets, self.ann)["AP"])
+        self.seconds += time.monotonic() - t0
+        return ap
+
+
+def run(job: Job) -> Result:
+    import onnx
+
+    from quantsweep import qdq_graph
+    from quantsweep.quantize.calibdata import calib_feeds, onnx_bindings
+
+    t0 = time.monotonic()
+    p = job.params
+    opts = {**DEFAULTS, **p.get("analyze", {})}
+    q = job.inputs["quantize"]
+    qpath, fpath = q["artifacts"].get("model"), q["artifacts"].get("float_model")
+    if not qpath or not str(qpath).endswith(".onnx") or not fpath:
+        raise Skip("no_qdq", f"quantizer {p['quantizer']!r} left no Q/DQ ONNX graph beside its float "
+                             f"graph (artifacts: {sorted(q['artifacts'])}); nothing to analyse")
+    with tool_call("model_load", f"loading {qpath} and {fpath}"):
+        model, fp32 = onnx.load(str(qpath)), onnx.load(str(fpath))
+    layers = qdq_graph.quantized_layers(model)
+    if not layers:
+        raise Skip("no_qdq", f"{qpath}: no {'/'.join(qdq_graph.COMPUTE_OPS)} node is fed by a "
+                             f"DequantizeLinear: the graph has no quantized layer to analyse")
+    manifest = json.loads(Path(p["dataset"]["manifest"]).read_text())
+    feeds = calib_feeds(onnx_bindings(Path(fpath)), p["model_spec"], manifest, int(opts["images"]))
+    threads = int(p.get("threads", 1))
+    with tempfile.TemporaryDirectory(dir=job.out_dir) as tmp:
+        work = Path(tmp)
+        graphs = _Graphs(work, threads)
+        ap_of = _SubsetAP(job, Path(fpath), int(opts["val_images"]))
+        with tool_call("analysis_failed", f"running the FP32 graph {fpath}"):
+            ref_runner = graphs.runner(fp32)
+            ref = [ref_runner.infer(f) for f in feeds]  # the FP32 outputs, computed once
+        with tool_call("analysis_failed", f"running the quantized graph {qpath}"):
+            int8_runner = graphs.runner(model)
+            base = _compare(int8_runner, feeds, ref)
+        t_outputs = time.monotonic()
+        per: list[dict[str, Any]] = []
+        names = [x.name for x in layers]
+        for layer in layers:
+            with tool_call("analysis_failed", f"layer {layer.name}: the graph with it in float"):
+                alone_float = _compare(graphs.runner(qdq_graph.float_layers(model, [layer.name], fp32)),
+                                       feeds, ref)
+                alone_q = _compare(graphs.runner(qdq_graph.float_layers(
+                    model, [n for n in names if n != layer.name], fp32)), feeds, ref)
+            per.append({**layer.record(),
+                        "error_only_quantized": alone_q["error"],
+                        "error_only_float": alone_float["error"],
+                        "error_recovered": round(base["error"] - alone_float["error"], 9),
+                        "outputs_only_quantized": alone_q["outputs"]})
+        outputs_s = time.monotonic() - t_outputs
+        ap_fp32 = ap_of(ref_runner)
+        ap_int8 = ap_of(int8_runner)
+        # the layers whose float version brings the outputs closest to FP32, scored by AP
+        ranked = sorted(per, key=lambda r: (-r["error_recovered"], -r["error_only_quantized"]))
+        for r in ranked[:int(opts["top_k"])]:
+            r["ap_only_float"] = ap_of(graphs.runner(qdq_graph.float_layers(model, [r["layer"]], fp32)))
+            r["ap_recovered"] = round(r["ap_only_float"] - ap_int8, 6)
+            r["ap_only_quantized"] = ap_of(graphs.runner(qdq_graph.float_layers(
+                model, [n for n in names if n != r["layer"]], fp32)))
+            r["ap_drop"] = round(ap_fp32 - r["ap_only_quantized"], 6)
+        order = sorted(ranked[:int(opts["top_k"])], key=lambda r: -r["ap_recovered"]) + \
+            ranked[int(opts["top_k"]):]
+        kept, ap_cur, steps = greedy_recipe(
+            [r["layer"] for r in order],
+            lambda trial: ap_of(graphs.runner(qdq_graph.float_layers(model, trial, fp32))),
+            ap_fp32, ap_int8, float(opts["max_ap_drop"]), int(opts["max_float_layers"]))
+        chosen = [next(r for r in per if r["layer"] == k) for k in kept]
+    target_met = ap_fp32 - ap_cur <= opts["max_ap_drop"]
+    recipe = {"float_layers": [x["layer"] for x in chosen],
+              "layers": [{k: x[k] for k in ("layer", "op", "activations", "weights")} for x in chosen],
+              "AP_fp32": ap_fp32, "AP_int8": ap_int8, "AP_recipe": ap_cur,
+              "val_images": ap_of.images, "max_ap_drop": opts["max_ap_drop"],
+              "max_float_layers": opts["max_float_layers"], "target_met": target_met,
+              "note": "" if target_met else
+              (f"AP drop {ap_fp32 - ap_cur:.4f} > max_ap_drop {opts['max_ap_drop']} with "
+               f"{len(chosen)} float layers (max_float_layers {opts['max_float_layers']}, "
+               f"{len(order)} candidates)"),
+              "consumers": recipe_terms(chosen), "steps": steps,
+              "source": {"quantized": str(qpath), "float": str(fpath)}}
+    sens = {"quantizer": p["quantizer"], "layers": sorted(per, key=lambda r: -r["error_recovered"]),
+            "int8": {"error": base["error"], "outputs": base["outputs"]},
+            "AP_fp32": ap_fp32, "AP_int8": ap_int8, "val_images": ap_of.images,
+            "calib_images": len(feeds), "options": opts}
+    write_json_atomic(job.out_dir / "sensitivity.json", sens)
+    write_json_atomic(job.out_dir / "recipe.json", recipe)
+    import onnxruntime
+
+    wall = time.monotonic() - t0
+    return Result(artifacts={"sensitivity": str(job.out_dir / "sensitivity.json"),
+                             "recipe": str(job.out_dir / "recipe.json")},
+                  data={"quantized_layers": len(layers), "float_layers": recipe["float_layers"],
+                        "AP_fp32": ap_fp32, "AP_int8": ap_int8, "AP_recipe": ap_cur,
+                        "target_met": target_met, "top_layers": [
+                            {k: r.get(k) for k in ("layer", "op", "error_recovered", "ap_recovered",
+                                                   "ap_drop")} for r in ranked[:int(opts["top_k"])]],
+                        "graphs_run": graphs.n, "analyze_s": round(wall, 2),
+                        "outputs_s": round(outputs_s, 2), "ap_s": round(ap_of.seconds, 2),
+                        "onnxruntime": onnxruntime.__version__})
+

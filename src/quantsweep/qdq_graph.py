@@ -1,0 +1,176 @@
+"""Q/DQ graph helpers, on ``onnx`` protos only: which tensors are constants, which layers of a
+Q/DQ graph are quantized, and the same graph with chosen layers put back in float.
+
+Used by the calibration-cache tools (``calib/``), the quantize stage's runtime-scale check and
+the sensitivity analysis (``analyze``). A *layer* is a compute node (Conv, ConvTranspose,
+MatMul, Gemm) with at least one input produced by a ``DequantizeLinear``."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
+
+
+def constants(graph: Any) -> set[str]:
+    """Names of the tensors whose value is fixed in the graph: initializers, ``Constant``
+    outputs, and what ``Identity``/``Cast`` make of them."""
+    out = {i.name for i in graph.initializer}
+    out |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    for n in graph.node:  # nodes are topologically sorted: one pass follows chains
+        if n.op_type in ("Identity", "Cast") and n.input and all(i in out for i in n.input):
+            out.update(n.output)
+    return out
+
+
+def name_nodes(graph: Any, prefix: str = "quantsweep_node_") -> int:
+    """Give every unnamed node a name (quantizers and recipes refer to nodes by name)."""
+    named = 0
+    for i, n in enumerate(graph.node):
+        if not n.name:
+            n.name = f"{prefix}{i}"
+            named += 1
+    return named
+
+
+@dataclass
+class Layer:
+    """A quantized compute node: its name, op, and which of its inputs come through Q/DQ."""
+
+    name: str
+    op: str
+    quantized_inputs: dict[int, str] = field(default_factory=dict)  # input index -> DQ node
+    activations: list[str] = field(default_factory=list)  # float tensors quantized on its inputs
+    weights: list[str] = field(default_factory=list)  # constant inputs quantized
+
+    def record(self) -> dict[str, Any]:
+        return {"layer": self.name, "op": self.op, "activations": self.activations,
+                "weights": self.weights}
+
+
+def quantized_layers(model: Any) -> list[Layer]:
+    """The compute nodes of ``model`` fed by a ``DequantizeLinear``, in graph order."""
+    g = model.graph
+    consts = constants(g)
+    producer = {o: n for n in g.node for o in n.output}
+    out = []
+    for n in g.node:
+        if n.op_type not in COMPUTE_OPS:
+            continue
+        layer = Layer(n.name, n.op_type)
+        for idx, x in enumerate(n.input):
+            dq = producer.get(x)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            layer.quantized_inputs[idx] = dq.name
+            q = producer.get(dq.input[0])
+            src = q.input[0] if q is not None and q.op_type == "QuantizeLinear" else dq.input[0]
+            (layer.weights if src in consts else layer.activations).append(src)
+        if layer.quantized_inputs:
+            out.append(layer)
+    return out
+
+
+def _dequantized(dq: Any, values: dict[str, np.ndarray]) -> np.ndarray:
+    """The float value of a ``DequantizeLinear`` of constants: (x - zero_point) * scale."""
+    x = values[dq.input[0]].astype(np.float32)
+    scale = values[dq.input[1]].astype(np.float32)
+    zp = values[dq.input[2]].astype(np.float32) if len(dq.input) > 2 and dq.input[2] else \
+        np.zeros_like(scale)
+    axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+    if scale.ndim == 1 and scale.size > 1:  # per channel along ``axis``
+        shape = [1] * x.ndim
+        shape[axis] = scale.size
+        scale, zp = scale.reshape(shape), zp.reshape(shape)
+    return ((x - zp) * scale).astype(np.float32)
+
+
+def float_layers(model: Any, names: Iterable[str], fp32: Any | None = None) -> Any:
+    """A copy of the Q/DQ ``model`` in which the named layers run in float: each of their inputs
+    that came through Q/DQ takes the float tensor instead (an activation: the tensor before its
+    ``QuantizeLinear``; a weight: the FP32 graph's own weight when ``fp32`` has the same node,
+    else the dequantized constant). Q/DQ nodes nothing reads any more are removed. Raises
+    KeyError naming the layers the graph does not have."""
+    from onnx import numpy_helper
+
+    want = set(names)
+    m = copy.deepcopy(model)
+    g = m.graph
+    nodes = {n.name: n for n in g.node}
+    missing = sorted(want - {layer.name for layer in quantized_layers(m)})
+    if missing:
+        raise KeyError(missing)
+    producer = {o: n for n in g.node for o in n.output}
+    consts = constants(g)
+    inits = {i.name: i for i in g.initializer}
+    fp_nodes = {n.name: n for n in fp32.graph.node} if fp32 is not None else {}
+    fp_inits = {i.name: i for i in fp32.graph.initializer} if fp32 is not None else {}
+    values: dict[str, np.ndarray] = {}
+
+    def value(name: str) -> np.ndarray:
+        if name not in values:
+            if name in inits:
+                values[name] = numpy_helper.to_array(inits[name])
+            else:  # a Constant node
+                c = producer[name]
+                values[name] = numpy_helper.to_array(next(a.t for a in c.attribute if a.name == "value"))
+        return values[name]
+
+    for name in sorted(want):
+        n = nodes[name]
+        for idx, x in enumerate(list(n.input)):
+            dq = producer.get(x)
+            if dq is None or dq.op_type != "DequantizeLinear":
+                continue
+            q = producer.get(dq.input[0])
+            if q is not None and q.op_type == "QuantizeLinear":
+                n.input[idx] = q.input[0]  # the float tensor the pair quantized
+                continue
+            ref = fp_nodes.get(name)
+            ref_in = ref.input[idx] if ref is not None and idx < len(ref.input) else None
+            new = f"{x}__float"
+            if ref is not None and ref_in in fp_inits and ref.op_type == n.op_type:
+                arr = numpy_helper.to_array(fp_inits[ref_in])
+            elif dq.input[0] in consts:
+                for k in dq.input:
+                    if k:
+                        value(k)
+                arr = _dequantized(dq, values)
+            else:
+                continue
+            if new not in inits:
+                t = numpy_helper.from_array(arr.astype(np.float32), new)
+                g.initializer.append(t)
+                inits[new] = t
+            n.input[idx] = new
+    prune(m)
+    return m
+
+
+def prune(model: Any) -> int:
+    """Remove Q/DQ (and Constant) nodes whose outputs nothing reads, and initializers nothing
+    reads; returns how many nodes went."""
+    g = model.graph
+    removed = 0
+    while True:
+        used = {x for n in g.node for x in n.input} | {o.name for o in g.output}
+        dead = [n for n in g.node if n.op_type in (*QDQ_OPS, "Constant")
+                and not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            g.node.remove(n)
+        removed += len(dead)
+    used = {x for n in g.node for x in n.input} | {o.name for o in g.output}
+    gone = {i.name for i in g.initializer if i.name not in used}
+    for i in [i for i in g.initializer if i.name in gone]:
+        g.initializer.remove(i)
+    for i in [i for i in g.input if i.name in gone]:  # IR < 4 lists initializers as inputs
+        g.input.remove(i)
+    return removed
