@@ -135,15 +135,37 @@ def test_modelopt_ptq_in_its_own_toolset(tmp_path: Path):
     onnx_model = {**json.loads(json.dumps(cfg["models"]["demo-torch"])), "source": "onnx",
                   "from": {"model": "demo-torch", "toolset": "torch2.13"}}
     cfg["models"]["demo-torch-onnx"] = onnx_model
-    cfg["matrix"] = [{"models": ["demo-torch"], "toolsets": ["torch2.13"], "opsets": [13]},
+    # both quantizers that take a recipe, analysed: each gets an analysis and a recipe cell
+    cfg["matrix"] = [{"models": ["demo-torch"], "toolsets": ["torch2.13"], "opsets": [13],
+                      "quantizers": ["none", "ort-qdq"], "precisions": ["fp32", "int8"], "analyze": True},
                      {"models": ["demo-torch-onnx"], "toolsets": ["modelopt0.47"], "opsets": [13],
-                      "quantizers": ["none", "modelopt-ptq"], "precisions": ["fp32", "int8"]}]
+                      "quantizers": ["none", "modelopt-ptq"], "precisions": ["fp32", "int8"],
+                      "analyze": True}]
     cfg["exclude"] = [{"match": {"quantizer": "none", "precision": "int8"}, "reason": "float"},
-                      {"match": {"quantizer": "modelopt-ptq", "precision": "fp32"}, "reason": "int8"}]
+                      {"match": {"quantizer": ["modelopt-ptq", "ort-qdq"], "precision": "fp32"},
+                       "reason": "int8"}]
     cfg["quantize"] = {"calib_images": 2}
+    cfg["analyze"] = {"images": 2, "val_images": 6, "top_k": 2}
     write_config(tmp_path, cfg)
     snakemake(tmp_path)
     rows = _rows(tmp_path)
+    for parent in ("demo-torch/torch2.13/opset13/ort-qdq", "demo-torch-onnx/modelopt0.47/opset13/modelopt-ptq"):
+        an = json.loads((tmp_path / "results" / parent / "analyze/status.json").read_text())
+        assert an["status"] == "ok", an["message"]
+        sens = json.loads((tmp_path / "results" / parent / "analyze/sensitivity.json").read_text())
+        assert len(sens["layers"]) == an["data"]["quantized_layers"] > 0
+        assert all(0 <= x["error_only_quantized"] <= 2 for x in sens["layers"])
+        recipe_cell = f"{parent}-recipe/int8/onnxruntime"
+        r = rows.loc[recipe_cell]
+        assert r["status"] == "ok" and r["recipe_of"] == f"{parent}/int8/onnxruntime", r["reason"]
+        assert r["AP_delta_vs_parent"] == r["AP_delta_vs_parent"]  # a number: both were scored
+        assert rows.loc[f"{parent}/int8/onnxruntime", "analyze_status"] == "ok"
+    ledger = json.loads((tmp_path / "results" / "ledger.json").read_text())
+    assert {s["step"] for s in ledger["steps"]} >= {"INT8 ort-qdq -> INT8 + recipe on onnxruntime",
+                                                     "INT8 modelopt-ptq -> INT8 + recipe on onnxruntime"}
+    assert set(ledger["analysis"]) == {"demo-torch/torch2.13/opset13/ort-qdq",
+                                       "demo-torch-onnx/modelopt0.47/opset13/modelopt-ptq"}
+    assert (tmp_path / "results" / "report.html").read_text().count("Per-layer INT8 sensitivity") == 2
     cell = "demo-torch-onnx/modelopt0.47/opset13/modelopt-ptq/int8/onnxruntime"
     row = rows.loc[cell]
     assert row["status"] == "ok" and row["mode"] == "measured", row["reason"]

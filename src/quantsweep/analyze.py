@@ -154,7 +154,7 @@ def run(job: Job) -> Result:
                              f"graph (artifacts: {sorted(q['artifacts'])}); nothing to analyse")
     with tool_call("model_load", f"loading {qpath} and {fpath}"):
         model, fp32 = onnx.load(str(qpath)), onnx.load(str(fpath))
-    layers = qdq_graph.quantized_layers(model)
+    layers = qdq_graph.quantized_layers(model, fp32)
     if not layers:
         raise Skip("no_qdq", f"{qpath}: no {'/'.join(qdq_graph.COMPUTE_OPS)} node is fed by a "
                              f"DequantizeLinear: the graph has no quantized layer to analyse")

@@ -48,17 +48,31 @@ class Layer:
     quantized_inputs: dict[int, str] = field(default_factory=dict)  # input index -> DQ node
     activations: list[str] = field(default_factory=list)  # float tensors quantized on its inputs
     weights: list[str] = field(default_factory=list)  # constant inputs quantized
+    outputs: list[str] = field(default_factory=list)  # its outputs that go through Q/DQ
 
     def record(self) -> dict[str, Any]:
         return {"layer": self.name, "op": self.op, "activations": self.activations,
-                "weights": self.weights}
+                "weights": self.weights, "outputs": self.outputs}
 
 
-def quantized_layers(model: Any) -> list[Layer]:
-    """The compute nodes of ``model`` fed by a ``DequantizeLinear``, in graph order."""
+def _output_pairs(graph: Any, tensor: str) -> list[tuple[Any, Any]]:
+    """The (QuantizeLinear, DequantizeLinear) pairs that quantize ``tensor`` right after the node
+    that makes it (a quantizer may quantize a layer's output as well as its inputs)."""
+    out = []
+    for q in graph.node:
+        if q.op_type == "QuantizeLinear" and q.input and q.input[0] == tensor:
+            out += [(q, dq) for dq in graph.node
+                    if dq.op_type == "DequantizeLinear" and dq.input and dq.input[0] == q.output[0]]
+    return out
+
+
+def quantized_layers(model: Any, fp32: Any | None = None) -> list[Layer]:
+    """The compute nodes of ``model`` fed by a ``DequantizeLinear``, in graph order. With the
+    FP32 graph, a weight is named as there (a quantizer may store it as ``w_quantized``)."""
     g = model.graph
     consts = constants(g)
     producer = {o: n for n in g.node for o in n.output}
+    fp_nodes = {n.name: n for n in fp32.graph.node} if fp32 is not None else {}
     out = []
     for n in g.node:
         if n.op_type not in COMPUTE_OPS:
@@ -71,7 +85,14 @@ def quantized_layers(model: Any) -> list[Layer]:
             layer.quantized_inputs[idx] = dq.name
             q = producer.get(dq.input[0])
             src = q.input[0] if q is not None and q.op_type == "QuantizeLinear" else dq.input[0]
-            (layer.weights if src in consts else layer.activations).append(src)
+            if src not in consts:
+                layer.activations.append(src)
+                continue
+            ref = fp_nodes.get(n.name)
+            if ref is not None and ref.op_type == n.op_type and idx < len(ref.input):
+                src = ref.input[idx]
+            layer.weights.append(src)
+        layer.outputs = [o for o in n.output if _output_pairs(g, o)]
         if layer.quantized_inputs:
             out.append(layer)
     return out
@@ -149,6 +170,19 @@ def float_layers(model: Any, names: Iterable[str], fp32: Any | None = None) -> A
                 g.initializer.append(t)
                 inits[new] = t
             n.input[idx] = new
+        for o in list(n.output):  # its outputs' Q/DQ: readers take the float output
+            for _, dq in _output_pairs(g, o):
+                d = dq.output[0]
+                if d in {x.name for x in g.output}:  # keep the graph output's name
+                    dq.op_type, dq.domain = "Identity", ""
+                    del dq.input[1:]
+                    del dq.attribute[:]
+                    dq.input[0] = o
+                    continue
+                for reader in g.node:
+                    for k, x in enumerate(reader.input):
+                        if x == d:
+                            reader.input[k] = o
     prune(m)
     return m
 
