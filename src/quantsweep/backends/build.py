@@ -91,9 +91,14 @@ def tensorrt_request(job: Job, precision: str, trt_version: str) -> BuildRequest
     """The cell's TensorRT build (``tensorrt_graph``); an implicit-INT8 cache is checked
     against the graph first."""
     opts = job.params.get("tensorrt", {})
-    onnx, cache, qdq = tensorrt_graph(job.inputs["quantize"], precision, opts)
+    q = job.inputs["quantize"]
+    onnx, cache, qdq = tensorrt_graph(q, precision, opts)
     if cache is not None:
         _check_cache(cache, onnx, trt_version)
+        # a recipe cell built from the float graph + cache: its float layers as layer precisions
+        # (an explicit build takes the recipe's Q/DQ graph, where those layers have no Q/DQ)
+        recipe = {n: "fp16" for n in q["data"].get("nodes_to_exclude") or ()}
+        opts = {**opts, "layer_precisions": {**recipe, **opts.get("layer_precisions", {})}}
     return tensorrt_build_request(onnx, precision, trt_version, job.out_dir, opts, cache, qdq)
 
 
@@ -257,7 +262,9 @@ def simulate_tensorrt(job: Job, precision: str) -> Result:
     dst = job.out_dir / "model.onnx"
     t0 = time.monotonic()
     with tool_call("simulation_failed", f"applying {cache_path} as Q/DQ"):
-        info = apply_cache(Path(q["artifacts"]["float_model"]), cache, dst, tuple(sim["op_types"]))
+        # a recipe cell's layers stay in float, as TensorRT builds them at the recipe's precision
+        info = apply_cache(Path(q["artifacts"]["float_model"]), cache, dst, tuple(sim["op_types"]),
+                           tuple(q["data"].get("nodes_to_exclude") or ()))
     return Result(mode="simulated", backend="tensorrt(sim)", artifacts={"model": str(dst)},
                   data={**info, "simulated_tensorrt": trt, "cache": str(cache_path),
                         "cache_header": cache.header,

@@ -62,8 +62,10 @@ def constants_to_initializers(model: Any) -> int:
 
 
 def apply_cache(float_onnx: Path, cache: Cache, dst: Path,
-                op_types: tuple[str, ...] = SIM_OP_TYPES) -> dict[str, Any]:
-    """Write ``dst``: ``float_onnx`` with Q/DQ from ``cache``; report what was quantized."""
+                op_types: tuple[str, ...] = SIM_OP_TYPES,
+                keep_float: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Write ``dst``: ``float_onnx`` with Q/DQ from ``cache``; report what was quantized.
+    ``keep_float``: layers a recipe runs in higher precision (TensorRT's layer precisions)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantType
     from onnxruntime.quantization.calibrate import TensorData, TensorsData
@@ -83,7 +85,8 @@ def apply_cache(float_onnx: Path, cache: Cache, dst: Path,
         if n.op_type not in op_types:
             continue
         acts = [x for x in list(n.input) + list(n.output) if x and x not in consts]
-        (chosen if all(a in usable for a in acts) else float_layers).append(n.name)
+        int8 = n.name not in keep_float and all(a in usable for a in acts)
+        (chosen if int8 else float_layers).append(n.name)
     if not chosen:
         raise ValueError(f"no {'/'.join(op_types)} layer of {float_onnx} has scales for its "
                          f"input and output in the cache: nothing would run in INT8")
@@ -97,4 +100,5 @@ def apply_cache(float_onnx: Path, cache: Cache, dst: Path,
     onnx.save(out, str(tmp))
     tmp.replace(dst)
     return {"int8_layers": len(chosen), "float_layers": len(float_layers),
-            "float_layer_names": float_layers[:20], "op_types": list(op_types)}
+            "float_layer_names": float_layers[:20], "op_types": list(op_types),
+            "recipe_float_layers": [n for n in keep_float if n in float_layers]}
