@@ -21,8 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
 from quantsweep import analyze  # noqa: E402
+from quantsweep.backends import make_runner  # noqa: E402
 from quantsweep.config import read_yaml, validate_config  # noqa: E402
-from quantsweep.evaluate.loop import evaluate_runner, make_runner, model_class_names  # noqa: E402
+from quantsweep.evaluate.loop import evaluate_runner, model_class_names  # noqa: E402
 from quantsweep.job import Job  # noqa: E402
 from quantsweep.status import read_status  # noqa: E402
 

@@ -27,8 +27,12 @@ from quantsweep.backends.onnxruntime import runner  # noqa: E402
 from quantsweep.config import DEFAULT_CATEGORIES, validate_config  # noqa: E402
 from quantsweep.dataset import generate_synthetic  # noqa: E402
 from quantsweep.evaluate.decode import label_to_category, split_outputs, to_detections  # noqa: E402
-from quantsweep.evaluate.loop import evaluate_runner, iter_preprocessed, val_images  # noqa: E402
-from quantsweep.evaluate.preprocess import build_feeds  # noqa: E402
+from quantsweep.evaluate.loop import evaluate_runner  # noqa: E402
+from quantsweep.evaluate.preprocess import (  # noqa: E402
+    build_feeds,  # noqa: E402
+    iter_preprocessed,
+    val_images,
+)
 from quantsweep.toolsets import ensure_env  # noqa: E402
 
 # the class-score biases zeroed: at random init Ultralytics' bias prior keeps every score below

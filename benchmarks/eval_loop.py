@@ -11,8 +11,8 @@ from pathlib import Path
 
 from quantsweep.backends.onnxruntime import runner
 from quantsweep.config import load_config
-from quantsweep.evaluate.loop import evaluate_runner, iter_preprocessed, val_images
-from quantsweep.evaluate.preprocess import build_feeds
+from quantsweep.evaluate.loop import evaluate_runner
+from quantsweep.evaluate.preprocess import build_feeds, iter_preprocessed, val_images
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--root", type=Path, default=Path("."))

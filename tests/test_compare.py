@@ -65,3 +65,21 @@ def test_diff_between_two_sweeps(tmp_path: Path):
     r = subprocess.run([sys.executable, "-m", "quantsweep.cli", "compare", str(tmp_path / "bad.csv")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "not a quantsweep summary" in r.stderr
+
+
+def test_diff_says_whether_code_or_tool_versions_made_two_rows_differ():
+    old = _summary(0.40).assign(code_digest="aaa", tool_versions="onnx=1.17.0")
+    new = old.copy()
+    new.loc[(new.toolset == "paddle3.3") & (new.quantizer == "none"), "code_digest"] = "bbb"
+    new.loc[(new.toolset == "paddle3.3") & (new.quantizer == "none"), "AP"] = 0.39
+    new.loc[(new.toolset == "paddle2.6") & (new.quantizer == "ort-qdq"), "tool_versions"] = "onnx=1.20.1"
+    new.loc[(new.toolset == "paddle2.6") & (new.quantizer == "ort-qdq"), "AP"] = 0.45
+    new.loc[new.toolset == "trt10", ["code_digest", "tool_versions"]] = ["ccc", "onnx=1.20.1"]
+    d = diff(old, new).set_index(["toolset", "quantizer", "precision"])
+    assert d.loc[("paddle3.3", "none", "fp32"), "differs_in"] == "code"
+    assert d.loc[("paddle2.6", "ort-qdq", "int8"), "differs_in"] == "tool versions"
+    # same numbers, other code: listed all the same (a row that may be stale, or is not)
+    assert d.loc[("trt10", "none", "fp32"), "differs_in"] == "code and tool versions"
+    assert len(d) == 4  # the fp16 rows (paddle3.3, excluded) changed code too
+    # summaries written before code digests existed compare as before
+    assert set(diff(_summary(0.4), _summary(0.3))["differs_in"]) == {""}

@@ -5,7 +5,9 @@ is one clear error, and nothing local is deleted."""
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -31,9 +33,16 @@ def test_snapshot_restore_round_trip(tmp_path: Path) -> None:
         snapshot.snapshot(tmp_path, remote="/proc/quantsweep-remote")
     assert digest(tmp_path / "results") == before
 
+    assert not (tmp_path / "results" / "snapshot.json").exists()  # not left by the failure
     written = snapshot.snapshot(tmp_path, remote=str(tmp_path / "remote"))
     assert written == ["resources.dvc", "results.dvc"]
     assert any((tmp_path / "remote").rglob("*"))
+    # the code that made the results, kept with them: this checkout's git commit
+    code = json.loads((tmp_path / "results" / "snapshot.json").read_text())
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert code["git_commit"] == head and isinstance(code["git_dirty"], bool)
+    before = digest(tmp_path / "results")
 
     shutil.rmtree(tmp_path / "results")
     shutil.rmtree(tmp_path / ".dvc" / "cache")  # only the remote has the data now

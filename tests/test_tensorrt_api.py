@@ -241,8 +241,7 @@ def build_job(tmp: Path, backend: str, precision: str, model: Path, int8: bool,
 
 
 def test_build_stage_builds_with_the_toolsets_tensorrt(tmp_path: Path) -> None:
-    from quantsweep.backends import build
-    from quantsweep.evaluate.loop import make_runner
+    from quantsweep.backends import build, make_runner
     from quantsweep.job import Skip
 
     qdq = detector(tmp_path / "qdq.onnx", qdq=True)

@@ -202,8 +202,14 @@ def _snapshot(a: argparse.Namespace) -> int:
     except snapshot.SnapshotError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"pushed {', '.join(d[:-4] + '/' for d in files)}; keep the snapshot with: "
-          f"git add {' '.join(files)} && git commit")
+    import json
+
+    code = json.loads((Path("results") / snapshot.SNAPSHOT_FILE).read_text())
+    made = (f"quantsweep {code['quantsweep_version']} at git commit {code['git_commit'][:12]}"
+            + (" with uncommitted changes" if code["git_dirty"] else "")) if code["git_commit"] \
+        else f"quantsweep {code['quantsweep_version']} ({code.get('note', 'no git commit')})"
+    print(f"pushed {', '.join(d[:-4] + '/' for d in files)} (made by {made}); keep the snapshot "
+          f"with: git add {' '.join(files)} && git commit")
     return 0
 
 

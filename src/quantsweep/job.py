@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import sys
 import traceback
@@ -150,3 +151,18 @@ def main(func: Callable[[Job], Result]) -> None:
         res = Result(status="skipped", reason_class=exc.reason_class, message=exc.message,
                      mode="skipped")
     write_json_atomic(result_path, asdict(res))
+    record_loaded_modules(job)
+
+
+def record_loaded_modules(job: Job) -> None:
+    """With ``QUANTSWEEP_LOADED_MODULES`` set (tests/test_codedigest.py): write the quantsweep
+    modules this stage process loaded, to check them against the stage's code digest."""
+    folder = os.environ.get("QUANTSWEEP_LOADED_MODULES")
+    if not folder:
+        return
+    p = job.params
+    loaded = sorted(m for m in sys.modules if m.startswith("quantsweep."))
+    write_json_atomic(Path(folder) / f"{job.stage}-{job.cell.replace('/', '_')}.json",
+                      {"stage": job.stage, "quantizer": p.get("quantizer", ""),
+                       "backend": p.get("backend", ""),
+                       "source": (p.get("model_spec") or {}).get("source", ""), "loaded": loaded})

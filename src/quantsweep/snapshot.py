@@ -7,6 +7,10 @@ any DVC remote by name or URL). restore: ``dvc checkout``/``dvc pull`` of those 
 (of git revision REV when given), then ``snakemake --touch``: DVC does not keep modification
 times, and without the touch Snakemake would see inputs newer than outputs and recompute.
 
+The snapshot records, in ``results/snapshot.json`` (kept with the results), the quantsweep
+version and the git commit of the checkout that ran the sweep, beside the DVC revision that
+``git add *.dvc && git commit`` then makes.
+
 Nothing local is deleted: a push that fails leaves the workspace as it was; a pull that fails
 leaves ``results/`` as it was.
 """
@@ -17,9 +21,14 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
+
+from quantsweep.status import write_json_atomic
 
 TRACKED = ("resources", "results")
+SNAPSHOT_FILE = "snapshot.json"  # in results/: the code that made them (git commit), when taken
 DEFAULT_REMOTE = "local"
 
 
@@ -62,16 +71,49 @@ def _resolve_remote(root: Path, remote: str | None) -> str | None:
     return "snapshot"
 
 
+def code_provenance() -> dict[str, Any]:
+    """The quantsweep code that made the results: its version, and the git commit of its
+    checkout (with whether it had uncommitted changes), when it is one."""
+    from quantsweep import __version__
+    from quantsweep.codedigest import REPO
+
+    out: dict[str, Any] = {"quantsweep_version": __version__, "checkout": str(REPO),
+                           "git_commit": "", "git_dirty": None}
+
+    def git(*args: str) -> str | None:
+        try:
+            r = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
+        except OSError:
+            return None
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit:
+        out["git_commit"] = commit
+        out["git_dirty"] = bool(git("status", "--porcelain", "--untracked-files=no"))
+    else:
+        out["note"] = "the quantsweep code is not a git checkout (an installed copy)"
+    return out
+
+
 def snapshot(root: Path, remote: str | None = None) -> list[str]:
+    """``results/snapshot.json`` (the code's git commit, see ``code_provenance``), then ``dvc
+    add``/``commit``/``push`` of resources/ and results/; on failure the file goes again."""
     ensure_project(root)
     present = [d for d in TRACKED if (root / d).is_dir()]
     if "results" not in present:
         raise SnapshotError(f"{root / 'results'}: nothing to snapshot (run the sweep first)")
     name = _resolve_remote(root, remote)
-    _dvc(["add", *present], root, "dvc add")
-    _dvc(["commit", "-f", *[f"{d}.dvc" for d in present]], root, "dvc commit")
-    _dvc(["push", *_remote_args(name), *[f"{d}.dvc" for d in present]], root,
-         f"dvc push to remote {name or '(default)'}")
+    record = root / "results" / SNAPSHOT_FILE
+    write_json_atomic(record, {**code_provenance(), "taken": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    try:
+        _dvc(["add", *present], root, "dvc add")
+        _dvc(["commit", "-f", *[f"{d}.dvc" for d in present]], root, "dvc commit")
+        _dvc(["push", *_remote_args(name), *[f"{d}.dvc" for d in present]], root,
+             f"dvc push to remote {name or '(default)'}")
+    except SnapshotError:
+        record.unlink(missing_ok=True)
+        raise
     return [f"{d}.dvc" for d in present]
 
 

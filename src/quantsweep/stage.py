@@ -152,7 +152,7 @@ def run_stage(stage: str, cell: str, out_dir: Path, toolset_dir: Path | None,
                              mode=mode, backend=extra.pop("backend", backend) or backend,
                              device=extra.pop("device", "cpu"), tool_versions=versions,
                              started=started, duration_s=time.monotonic() - t0, log=str(log),
-                             **extra)
+                             code_digest=params.get("code", ""), **extra)
         _write_declared(out_dir, declared, rec)
         st.write_status(out_dir / "status.json", rec)
         return rec

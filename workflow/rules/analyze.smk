@@ -12,6 +12,7 @@ rule analyze:
             "analyze", f"{w.model}/{w.toolset}/opset{w.opset}/{w.quantizer}", output,
             {"quantize": input.quantize}),
         spec=lambda w: spec({**eval_params(w, "onnxruntime"), "quantizer": w.quantizer,
+                             "code": code("analyze"),
                              "analyze": config["analyze"],
                              "threads": config["evaluate"]["threads"]}),
     threads: config["evaluate"]["threads"]

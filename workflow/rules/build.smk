@@ -9,6 +9,7 @@ rule build:
             "build", paths.cell_id(**dict(w.items())), output,
             {"toolset": input.toolset, "quantize": input.quantize}),
         spec=lambda w: spec({"backend": w.backend, "precision": w.precision,
+                             "code": code("build", backend=w.backend),
                              **({"simulate": config["simulate"]} if w.backend == "tensorrt_sim" else {}),
                              **({"tensorrt": config["tensorrt"]}
                                 if w.backend in ("tensorrt_api", "trtexec", "paddle_tensorrt") else {})}),

@@ -8,7 +8,7 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # this clone's code, installed or not
 
 from quantsweep import config as qcfg  # noqa: E402
-from quantsweep import matrix, paths  # noqa: E402
+from quantsweep import codedigest, matrix, paths  # noqa: E402
 from quantsweep.export import FRAMEWORK_BACKEND  # noqa: E402  the backend of each framework source
 from quantsweep.quantize import recipe_parent  # noqa: E402  a recipe cell's quantizer
 
@@ -62,6 +62,16 @@ def model_spec(name):
 
 def dataset_params():
     return {"manifest": MANIFEST}
+
+
+def code(stage, **select):
+    """The digest of the quantsweep code the stage executes for this selection (a quantizer, a
+    backend, a model source): in the params, so that editing that code reruns the stage."""
+    return codedigest.digest(stage, **select)
+
+
+def source_of(w):
+    return config["models"][w.model]["source"]
 
 
 def spec(params):

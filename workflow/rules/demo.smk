@@ -4,16 +4,13 @@ rule train_demo:
         toolset=P("toolset", "status.json").format(toolset=DEMO_TOOLSET or "none"),
         versions=P("toolset", "versions.txt").format(toolset=DEMO_TOOLSET or "none"),
         manifest=MANIFEST,
-        # the training code itself: editing it retrains (Snakemake's code trigger sees only
-        # the rule's shell command)
-        code=[f"{SRC}/quantsweep/{m}.py" for m in ("demo/train", "demo/torch_model", "demo/arch",
-                                                   "evaluate/preprocess")],
     output:
         status=f"{DEMO_DIR}/train/status.json",
     params:
         args=lambda w, input, output: stage_args(
             "train", "demo/train", output, {"toolset": input.toolset}),
-        spec=spec({"demo": {k: v for k, v in config["demo"].items() if k != "preprocess"},
+        spec=spec({"code": code("train"),
+                   "demo": {k: v for k, v in config["demo"].items() if k != "preprocess"},
                    "preprocess": config["demo"]["preprocess"], "dataset": dataset_params()}),
     threads: config["demo"]["threads"]
     resources:
@@ -45,7 +42,7 @@ rule framework:
             {k: input[k] for k in ("toolset", "train", "source_framework") if k in input.keys()}),
         spec=lambda w: spec({"model_spec": {k: v for k, v in model_spec(w.model).items()
                                             if k in FRAMEWORK_SPEC_KEYS},
-                             "parity_tol": 1e-4,
+                             "parity_tol": 1e-4, "code": code("framework", source=source_of(w)),
                              # a model trained by its source trains on the sweep's dataset
                              **({"dataset": dataset_params()}
                                 if config["models"][w.model].get("train") else {})}),
@@ -71,7 +68,8 @@ rule framework_eval:
         args=lambda w, input, output: stage_args(
             "framework_eval", f"{w.model}/{w.toolset}/framework", output,
             {"toolset": input.toolset, "framework": input.framework}, declare=["metrics.json"]),
-        spec=lambda w: spec(eval_params(w, FRAMEWORK_BACKEND[config["models"][w.model]["source"]])),
+        spec=lambda w: spec({**eval_params(w, FRAMEWORK_BACKEND[source_of(w)]),
+                             "code": code("framework_eval", source=source_of(w))}),
     threads: config["evaluate"]["threads"]
     resources:
         slurm_partition=lambda w: partition(""),

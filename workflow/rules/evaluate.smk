@@ -10,7 +10,7 @@ rule evaluate:
         args=lambda w, input, output: stage_args(
             "evaluate", paths.cell_id(**dict(w.items())), output,
             {"toolset": input.toolset, "build": input.build}, declare=["metrics.json"]),
-        spec=lambda w: spec(eval_params(w, w.backend)),
+        spec=lambda w: spec({**eval_params(w, w.backend), "code": code("evaluate", backend=w.backend)}),
     threads: config["evaluate"]["threads"]
     resources:
         gpu=lambda w: 1 if w.backend in GPU_BACKENDS else 0,

@@ -6,7 +6,7 @@ rule export:
     params:
         args=lambda w, input, output: stage_args(
             "export", f"{w.model}/{w.toolset}/opset{w.opset}", output, export_upstream(input)),
-        spec=lambda w: spec(export_params(w)),
+        spec=lambda w: spec({**export_params(w), "code": code("export", source=source_of(w))}),
     resources:
         slurm_partition=lambda w: partition(""),
         mem_mb=6000,

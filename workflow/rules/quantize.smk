@@ -7,7 +7,8 @@ rule quantize:
         args=lambda w, input, output: stage_args(
             "quantize", f"{w.model}/{w.toolset}/opset{w.opset}/{w.quantizer}", output,
             {k: input[k] for k in ("toolset", "export", "framework", "analyze") if k in input.keys()}),
-        spec=lambda w: spec(quantize_params(w)),
+        spec=lambda w: spec({**quantize_params(w), "code": code("quantize", quantizer=w.quantizer,
+                                                                   source=source_of(w))}),
     resources:
         slurm_partition=lambda w: partition(""),
         mem_mb=8000,

@@ -29,6 +29,8 @@ rule summary:
                    for m, t in framework_pairs()],
     output:
         f"{RESULTS}/summary.csv",
+    params:
+        code=code("summary"),  # editing the code that writes the table rewrites it
     log:
         "logs/summary.log",
     shell:
@@ -47,6 +49,7 @@ rule ledger:
         json=f"{RESULTS}/ledger.json",
         csv=f"{RESULTS}/ledger.csv",
     params:
+        code=code("ledger"),
         specs=json.dumps({m: {k: v for k, v in model_spec(m).items() if k != "export"}
                           for m in sorted({c.model for c in PLANNED})}),
     log:
@@ -64,6 +67,8 @@ rule report:
         ledger=f"{RESULTS}/ledger.json",
     output:
         f"{RESULTS}/report.html",
+    params:
+        code=code("report"),
     log:
         "logs/report.log",
     shell:

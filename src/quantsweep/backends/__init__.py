@@ -60,3 +60,23 @@ class FeedAdapter:
                 x = y
             out[b.name] = x
         return out
+
+
+# the module whose ``runner(artifact, options)`` runs each backend's artifact
+RUNNER_MODULES = {
+    "onnxruntime": "onnxruntime", "tensorrt_sim": "onnxruntime",  # the simulated Q/DQ graph: ORT
+    "paddle_inference": "paddle_inference", "paddle_tensorrt": "paddle_inference",
+    "tensorrt_api": "tensorrt_api", "trtexec": "tensorrt_api",  # trtexec's engine: same runtime
+    "torch": "torch_module",  # a framework stage's torch module (demo, a user's factory, Ultralytics)
+}
+
+
+def make_runner(backend: str, model: str, options: dict[str, Any]) -> Any:
+    """The runner of ``model`` on ``backend`` (its module imported only now)."""
+    import importlib
+
+    from quantsweep.job import ToolFailure
+
+    if backend not in RUNNER_MODULES:
+        raise ToolFailure("not_implemented", f"no runner for backend {backend!r}")
+    return importlib.import_module(f"quantsweep.backends.{RUNNER_MODULES[backend]}").runner(model, options)

@@ -17,8 +17,7 @@ from typing import Any
 import numpy as np
 
 from quantsweep.demo import arch
-from quantsweep.evaluate.loop import val_images
-from quantsweep.evaluate.preprocess import load_image, preprocess
+from quantsweep.evaluate.preprocess import load_image, preprocess, val_images
 from quantsweep.job import Job, Result, ToolFailure
 from quantsweep.status import write_bytes_atomic, write_json_atomic
 

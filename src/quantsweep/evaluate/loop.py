@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from quantsweep.backends import make_runner
 from quantsweep.evaluate.decode import (
     DecodeError,
     label_to_category,
@@ -19,35 +16,9 @@ from quantsweep.evaluate.decode import (
     to_detections,
     unmatched_names,
 )
-from quantsweep.evaluate.preprocess import Meta, build_feeds, load_image, preprocess
+from quantsweep.evaluate.preprocess import build_feeds, iter_preprocessed, val_images
 from quantsweep.job import Job, Result, ToolFailure, tool_call
 from quantsweep.status import write_json_atomic
-
-
-def val_images(manifest: dict[str, Any], split: str, limit: int | None) -> list[dict[str, Any]]:
-    ann = json.loads(Path(manifest["splits"][split]["annotations"]).read_text())
-    root = Path(manifest["splits"][split]["images"])
-    images = sorted(ann["images"], key=lambda im: im["id"])[:limit]
-    return [{**im, "path": str(root / im["file_name"])} for im in images]
-
-
-def iter_preprocessed(images: list[dict[str, Any]], pre: dict[str, Any],
-                      prefetch: int = 4) -> Iterator[tuple[dict[str, Any], np.ndarray, Meta]]:
-    """Yield (image record, CHW array, meta); decoding runs ahead in a worker thread."""
-
-    def work(im: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray, Meta]:
-        x, meta = preprocess(load_image(im["path"]), pre)
-        return im, x, meta
-
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = [pool.submit(work, im) for im in images[:prefetch]]
-        nxt = prefetch
-        while pending:
-            fut = pending.pop(0)
-            if nxt < len(images):
-                pending.append(pool.submit(work, images[nxt]))
-                nxt += 1
-            yield fut.result()
 
 
 def model_class_names(model: str | Path | None, dec: dict[str, Any]) -> list[str] | None:
@@ -122,26 +93,6 @@ def evaluate_runner(runner: Any, spec: dict[str, Any], manifest: dict[str, Any],
     if unmatched:
         stats["unmatched_class_names"] = unmatched
     return dets, stats
-
-
-def make_runner(backend: str, model: str, options: dict[str, Any]) -> Any:
-    if backend in ("onnxruntime", "tensorrt_sim"):  # the simulation's Q/DQ graph runs on ORT
-        from quantsweep.backends import onnxruntime as ortb
-
-        return ortb.runner(model, options)
-    if backend in ("paddle_inference", "paddle_tensorrt"):
-        from quantsweep.backends import paddle_inference
-
-        return paddle_inference.runner(model, options)
-    if backend in ("tensorrt_api", "trtexec"):  # trtexec's engine runs in the same runtime
-        from quantsweep.backends import tensorrt_api
-
-        return tensorrt_api.runner(model, options)
-    if backend == "torch":  # a framework stage's torch module (demo, a user's factory, Ultralytics)
-        from quantsweep.backends import torch_module
-
-        return torch_module.runner(model, options)
-    raise ToolFailure("not_implemented", f"no runner for backend {backend!r}")
 
 
 def run(job: Job) -> Result:

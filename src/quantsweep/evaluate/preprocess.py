@@ -1,7 +1,11 @@
-"""Preprocessing from a model's contract; shared by evaluation, parity and calibration."""
+"""The images of a split and their preprocessing from a model's contract; shared by evaluation,
+parity, calibration and the analysis."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,3 +96,29 @@ def example_feeds(spec: dict[str, Any], orig_hw: tuple[int, int] = (480, 640)) -
         if t.get("dtype"):
             feeds[t["name"]] = feeds[t["name"]].astype(t["dtype"])
     return feeds
+
+
+def val_images(manifest: dict[str, Any], split: str, limit: int | None) -> list[dict[str, Any]]:
+    ann = json.loads(Path(manifest["splits"][split]["annotations"]).read_text())
+    root = Path(manifest["splits"][split]["images"])
+    images = sorted(ann["images"], key=lambda im: im["id"])[:limit]
+    return [{**im, "path": str(root / im["file_name"])} for im in images]
+
+
+def iter_preprocessed(images: list[dict[str, Any]], pre: dict[str, Any],
+                      prefetch: int = 4) -> Iterator[tuple[dict[str, Any], np.ndarray, Meta]]:
+    """Yield (image record, CHW array, meta); decoding runs ahead in a worker thread."""
+
+    def work(im: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray, Meta]:
+        x, meta = preprocess(load_image(im["path"]), pre)
+        return im, x, meta
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = [pool.submit(work, im) for im in images[:prefetch]]
+        nxt = prefetch
+        while pending:
+            fut = pending.pop(0)
+            if nxt < len(images):
+                pending.append(pool.submit(work, images[nxt]))
+                nxt += 1
+            yield fut.result()

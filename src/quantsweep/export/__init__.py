@@ -114,7 +114,7 @@ FRAMEWORK_BACKEND = {"demo-torch": "torch", "torch": "torch", "ultralytics": "to
 
 def _reference(job: Job, spec: dict[str, Any], src: Path | None, threads: int) -> Any:
     """What the exported graph must reproduce: the framework model, or the source ONNX."""
-    from quantsweep.evaluate.loop import make_runner
+    from quantsweep.backends import make_runner
 
     if spec["source"] == "onnx":
         backend, model = "onnxruntime", str(src)
@@ -127,7 +127,7 @@ def _reference(job: Job, spec: dict[str, Any], src: Path | None, threads: int) -
 
 def check_parity(job: Job, spec: dict[str, Any], onnx_path: Path, src: Path | None) -> dict[str, Any]:
     """Parity of the export, written to ``parity.json``; over tolerance -> ``export_parity``."""
-    from quantsweep.evaluate.loop import make_runner
+    from quantsweep.backends import make_runner
     from quantsweep.export.parity import compare
     from quantsweep.status import write_json_atomic
 

@@ -8,8 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from quantsweep.evaluate.loop import iter_preprocessed, val_images
-from quantsweep.evaluate.preprocess import build_feeds
+from quantsweep.evaluate.preprocess import build_feeds, iter_preprocessed, val_images
 from quantsweep.job import tool_call
 
 

@@ -28,8 +28,7 @@ def contract_bindings(spec: dict[str, Any]) -> list[Binding]:
 def calib_feeds(bindings: list[Binding], spec: dict[str, Any], manifest: dict[str, Any],
                 n: int) -> list[dict[str, np.ndarray]]:
     """The model's inputs for ``n`` calib images (batch 1 each), in the bindings' dtypes."""
-    from quantsweep.evaluate.loop import iter_preprocessed, val_images
-    from quantsweep.evaluate.preprocess import build_feeds
+    from quantsweep.evaluate.preprocess import build_feeds, iter_preprocessed, val_images
 
     split = manifest["splits"]["calib"]
     images = val_images(manifest, "calib", None)

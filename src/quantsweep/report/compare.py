@@ -67,12 +67,15 @@ def pivot(df: Any, value: str = "AP", baseline: str | None = None) -> Any:
 
 
 def diff(old: Any, new: Any) -> Any:
-    """Cells whose status, mode or AP changed between two sweeps (and cells only in one)."""
+    """Cells whose status, mode or AP changed between two sweeps (and cells only in one), and
+    cells whose code changed; ``differs_in`` says whether the two rows were made by different
+    quantsweep code (``code_digest``), different tool versions, or both."""
     import pandas as pd
 
     cols = ["status", "reason_class", "mode", "AP"]
-    a = old.set_index(KEY)[cols]
-    b = new.set_index(KEY)[cols]
+    prov = ["tool_versions", "code_digest"]
+    a = old.reindex(columns=[*KEY, *cols, *prov]).set_index(KEY)
+    b = new.reindex(columns=[*KEY, *cols, *prov]).set_index(KEY)
     j = a.merge(b, how="outer", left_index=True, right_index=True, suffixes=("_old", "_new"))
     changed = pd.Series(False, index=j.index)
     for c in cols:
@@ -82,9 +85,17 @@ def diff(old: Any, new: Any) -> Any:
             changed |= (delta > 1e-4) | (o.isna() != n.isna())
         else:
             changed |= o.fillna("") != n.fillna("")
-    out = j[changed].reset_index()
+    both = j["status_old"].notna() & j["status_new"].notna()
+    def text(c: str) -> Any:
+        return j[c].astype(object).where(j[c].notna(), "").astype(str)
+
+    code = both & (text("code_digest_old") != text("code_digest_new"))
+    tools = both & (text("tool_versions_old") != text("tool_versions_new"))
+    j["differs_in"] = ["code and tool versions" if c and t else "code" if c else
+                       "tool versions" if t else "" for c, t in zip(code, tools, strict=True)]
+    out = j[changed | code].reset_index()
     out["AP_delta"] = out["AP_new"] - out["AP_old"]
-    return out
+    return out.drop(columns=[f"{c}_{s}" for c in prov for s in ("old", "new")])
 
 
 def render(table: Any, fmt: str) -> str:

@@ -7,6 +7,7 @@ not merely skipped because of an upstream stage: the root cause, with its stage 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,9 @@ def cell_row(results: Path, cell: dict[str, Any]) -> dict[str, Any]:
     # the quantsweep that wrote the row's last stage (a stage rerun after an upgrade says so)
     row["quantsweep_version"] = next((r.get("quantsweep_version", "") for r in reversed(list(stages.values()))
                                       if r), "")
+    # the code of every stage the row went through (quantsweep.codedigest), as one digest
+    digests = [f"{s}:{r['code_digest']}" for s, r in stages.items() if r and r.get("code_digest")]
+    row["code_digest"] = hashlib.sha256("\n".join(digests).encode()).hexdigest()[:12] if digests else ""
     row["device"] = ev["device"] if ev and ev["status"] == "ok" else ""
     tv = (stages["toolset"] or {}).get("tool_versions", {})
     row["tool_versions"] = "; ".join(f"{k}={tv[k]}" for k in KEY_PACKAGES if k in tv)
@@ -233,7 +237,8 @@ def build_summary(results: str | Path, plan: list[dict[str, Any]],
             "AP_delta_vs_framework", "fp32_cell", "AP_delta_vs_fp32", "speedup_vs_fp32",
             "latency_ms", "images_per_s", "model_bytes", "foreign_detections",
             "opset_written", "exporter", "export_s", "parity_ok", "parity_cosine", "parity_max_abs",
-            "input_conversions", "tool_versions", "quantsweep_version", "gpu", "gpu_latency_ms", "gpu_throughput_qps",
+            "input_conversions", "tool_versions", "quantsweep_version", "code_digest",
+            "gpu", "gpu_latency_ms", "gpu_throughput_qps",
             "engine_from", "fallback_of", "simulated_sibling", "simulated_AP",
             "recipe_of", "recipe_float_layers", "recipe_target_met", "recipe_note",
             "AP_delta_vs_parent", "speed_vs_parent", "analyze_status", "analyze_top_layers", "doctor",

@@ -17,6 +17,13 @@ FRAMEWORK: dict[str, str] = {
     "ultralytics": "quantsweep.sources.ultralytics_source:framework",
 }
 
+# the quantsweep modules a source's ``source.json`` names for the later stages (the module
+# factory, the QAT hooks), which import them by name (backends.torch_module)
+NAMED_MODULES: dict[str, tuple[str, ...]] = {
+    "demo-torch": ("quantsweep.demo.torch_model", "quantsweep.demo.train"),
+    "ultralytics": ("quantsweep.sources.ultralytics_source",),
+}
+
 
 def framework_stage(source: str) -> Callable[[Any], Any]:
     mod, _, fn = FRAMEWORK[source].partition(":")
