@@ -83,3 +83,39 @@ def test_diff_says_whether_code_or_tool_versions_made_two_rows_differ():
     assert len(d) == 4  # the fp16 rows (paddle3.3, excluded) changed code too
     # summaries written before code digests existed compare as before
     assert set(diff(_summary(0.4), _summary(0.3))["differs_in"]) == {""}
+
+
+def test_axes_of_the_users_choice_and_a_table_that_fits_the_terminal(tmp_path: Path):
+    df = _summary()
+    t = pivot(df, "AP", rows=["toolset"], cols=["backend"])
+    # model, opset, quantizer and precision join the rows: no cell is hidden
+    assert t.index.names == ["toolset", "model", "opset", "quantizer", "precision"]
+    assert list(t.columns) == ["onnxruntime", "tensorrt_api", "tensorrt_sim"]
+    assert t.loc[("paddle2.6", "m", 13, "ort-qdq", "int8"), "tensorrt_sim"] == "0.4700 (sim)"
+    # a column with no value at all is left out
+    df.loc[df.backend == "tensorrt_api", "status"] = "excluded"
+    assert "none/fp32/tensorrt_api" not in pivot(df).columns
+    with pytest.raises(CompareError, match="not axes"):
+        pivot(_summary(), rows=["device"])
+    with pytest.raises(CompareError, match="as rows and as columns"):
+        pivot(_summary(), rows=["model"], cols=["model"])
+    # fitting 70 characters: letters for the headers, a legend, and wrapped tables
+    wide = pd.concat([_summary().assign(quantizer=f"quantizer-with-a-long-name-{i}") for i in range(4)])
+    out = subprocess.run([sys.executable, "-m", "quantsweep.cli", "compare", "--width", "70",
+                          str(_write(tmp_path, wide))], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    table_lines = [ln for ln in out.stdout.splitlines() if ln.startswith("|")]
+    assert table_lines and max(map(len, table_lines)) <= 70
+    assert "columns abbreviated to fit 70 characters, in" in out.stdout
+    assert "\nA = quantizer-with-a-long-name-0/fp32/onnxruntime\n" in out.stdout
+    assert "| 0.4700 (sim) |" in out.stdout  # values printed as written, not re-parsed
+    assert "= quantizer-with-a-long-name-3/int8/tensorrt_sim" in out.stdout
+    full = subprocess.run([sys.executable, "-m", "quantsweep.cli", "compare", "--width", "1000",
+                           str(_write(tmp_path, wide))], capture_output=True, text=True).stdout
+    assert "abbreviated" not in full and "quantizer-with-a-long-name-3/int8/tensorrt_sim" in full
+
+
+def _write(tmp_path: Path, df: pd.DataFrame) -> Path:
+    p = tmp_path / "summary.csv"
+    df.to_csv(p, index=False)
+    return p

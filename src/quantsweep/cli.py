@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -103,6 +104,10 @@ def _trtexec_command(a: argparse.Namespace) -> int:
     return 0
 
 
+def _axes(text: str | None) -> list[str] | None:
+    return [x.strip() for x in text.split(",") if x.strip()] if text else None
+
+
 def _compare(a: argparse.Namespace) -> int:
     from quantsweep.report import compare as cmp
 
@@ -117,7 +122,10 @@ def _compare(a: argparse.Namespace) -> int:
         if len(a.summaries) > 2:
             raise cmp.CompareError("give one summary (pivot tables) or two (OLD NEW: what changed)")
         df = cmp.load(a.summaries[0] if a.summaries else "results/summary.csv")
-        print(cmp.render(cmp.pivot(df, a.values, a.baseline), a.format))
+        table = cmp.pivot(df, a.values, a.baseline, _axes(a.rows), _axes(a.cols))
+        width = a.width if a.width is not None else \
+            (shutil.get_terminal_size().columns if sys.stdout.isatty() else 0)
+        print(cmp.render(table, a.format, width))
     except cmp.CompareError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -272,6 +280,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="AP, AP50, latency_ms, speedup_vs_fp32, AP_delta_vs_fp32 or status")
     cp.add_argument("--baseline", help="a toolset: values become the difference to it")
     cp.add_argument("--format", choices=["markdown", "csv", "json"], default="markdown")
+    cp.add_argument("--rows", help="axes of the rows, comma-separated (default model,toolset,opset; "
+                                   "axes in neither --rows nor --cols join the rows)")
+    cp.add_argument("--cols", help="axes of the columns (default quantizer,precision,backend)")
+    cp.add_argument("--width", type=int, help="fit the table in this many characters (default: "
+                                              "the terminal's width when printing to one)")
     cp.set_defaults(func=_compare)
     b = sub.add_parser("bundle", help="a folder with the TensorRT cells' graphs, caches and build "
                                       "scripts, to run on a GPU host")

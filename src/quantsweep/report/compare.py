@@ -42,12 +42,34 @@ def _cell_text(row: Any, value: str) -> str:
     return f"{text} (sim)" if row["mode"] == "simulated" else text
 
 
-def pivot(df: Any, value: str = "AP", baseline: str | None = None) -> Any:
-    """Rows: model × toolset × opset; columns: quantizer × precision × backend."""
+ROWS = ["model", "toolset", "opset"]
+COLS = ["quantizer", "precision", "backend"]
+
+
+def axes(rows: list[str] | None, cols: list[str] | None) -> tuple[list[str], list[str]]:
+    """The row and column axes; an axis in neither goes to the rows (no cell is hidden)."""
+    rows, cols = list(rows or (ROWS if not cols else [])), list(cols or (COLS if not rows else []))
+    for name, given in (("--rows", rows), ("--cols", cols)):
+        bad = [a for a in given if a not in KEY]
+        if bad:
+            raise CompareError(f"{name}: {bad} are not axes; axes: {', '.join(KEY)}")
+    both = [a for a in rows if a in cols]
+    if both:
+        raise CompareError(f"{both} given as rows and as columns")
+    if not cols:
+        raise CompareError("--cols: give at least one axis")
+    return rows + [a for a in KEY if a not in rows and a not in cols], cols
+
+
+def pivot(df: Any, value: str = "AP", baseline: str | None = None,
+          rows: list[str] | None = None, cols: list[str] | None = None) -> Any:
+    """Rows: model × toolset × opset; columns: quantizer × precision × backend (or the axes
+    given); columns without any value are left out."""
     import pandas as pd
 
     if value not in VALUES:
         raise CompareError(f"--values {value!r}: one of {', '.join(VALUES)}")
+    rows, cols = axes(rows, cols)
     df = df[df["status"] != "excluded"].copy()
     if baseline is not None:
         if baseline not in set(df["toolset"]):
@@ -60,10 +82,40 @@ def pivot(df: Any, value: str = "AP", baseline: str | None = None) -> Any:
         idx = pd.MultiIndex.from_frame(df[["model", "opset", "quantizer", "precision", "backend"]])
         df[value] = df[value].to_numpy() - base.reindex(idx).to_numpy()
     df["text"] = [_cell_text(r, value) for _, r in df.iterrows()]
-    df["column"] = df["quantizer"] + "/" + df["precision"] + "/" + df["backend"]
-    table = df.pivot_table(index=["model", "toolset", "opset"], columns="column", values="text",
-                           aggfunc="first", fill_value="")
-    return table
+    df["column"] = df[cols].astype(str).agg("/".join, axis=1)
+    table = df.pivot_table(index=rows, columns="column", values="text", aggfunc="first",
+                           fill_value="")
+    return table.loc[:, (table != "").any(axis=0)]
+
+
+def fit(table: Any, width: int) -> str:
+    """The markdown table within ``width`` characters: if it is wider, the column headers
+    become letters (a legend says which is which), and if it is still wider, the columns are
+    wrapped into several tables that each fit (the row labels repeated)."""
+    text = str(table.reset_index().to_markdown(index=False, disable_numparse=True))
+    if max(map(len, text.splitlines()), default=0) <= width:
+        return text
+    codes = [_code(i) for i in range(len(table.columns))]
+    legend = [f"{c} = {name}" for c, name in zip(codes, table.columns, strict=True)]
+    short = table.copy()
+    short.columns = codes
+    parts: list[str] = []
+    group: list[str] = []
+    for c in codes:
+        trial = str(short[[*group, c]].reset_index().to_markdown(index=False, disable_numparse=True))
+        if group and max(map(len, trial.splitlines())) > width:
+            parts.append(str(short[group].reset_index().to_markdown(index=False, disable_numparse=True)))
+            group = []
+        group.append(c)
+    if group:
+        parts.append(str(short[group].reset_index().to_markdown(index=False, disable_numparse=True)))
+    note = (f"columns abbreviated to fit {width} characters"
+            + (f", in {len(parts)} tables" if len(parts) > 1 else "") + ":")
+    return "\n\n".join(parts) + "\n\n" + note + "\n" + "\n".join(legend)
+
+
+def _code(i: int) -> str:
+    return chr(ord("A") + i) if i < 26 else f"{chr(ord('A') + i // 26 - 1)}{chr(ord('A') + i % 26)}"
 
 
 def diff(old: Any, new: Any) -> Any:
@@ -98,9 +150,9 @@ def diff(old: Any, new: Any) -> Any:
     return out.drop(columns=[f"{c}_{s}" for c in prov for s in ("old", "new")])
 
 
-def render(table: Any, fmt: str) -> str:
+def render(table: Any, fmt: str, width: int | None = None) -> str:
     if fmt == "csv":
         return str(table.to_csv())
     if fmt == "json":
         return str(table.reset_index().to_json(orient="records", indent=1))
-    return str(table.reset_index().to_markdown(index=False))
+    return fit(table, width) if width else str(table.reset_index().to_markdown(index=False, disable_numparse=True))
