@@ -9,6 +9,9 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/toolsets.smk"
@@ -18,6 +21,7 @@ include: "workflow/rules/quantize.smk"
 include: "workflow/rules/analyze.smk"
 include: "workflow/rules/build.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/latency.smk"
 include: "workflow/rules/report.smk"
 
 

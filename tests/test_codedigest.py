@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 from conftest import REPO, jobs_run, tiny_config, write_config
 
 from quantsweep import codedigest
@@ -85,10 +86,29 @@ def test_code_edits_rerun_exactly_the_stages_that_execute_that_code(tmp_path: Pa
             f.write_text(before)
 
     report = {"summary": 1, "ledger": 1, "report": 1, "all": 1}
-    assert edit("quantize/ort_qdq.py") == {"quantize": 1, "build": 1, "evaluate": 1, **report}
+    assert edit("quantize/ort_qdq.py") == {"quantize": 1, "build": 1, "evaluate": 1, "latency": 1,
+                                           **report}
     assert edit("evaluate/decode.py") == {"evaluate": 2, "framework_eval": 1, **report}
     assert edit("report/html.py") == {"report": 1, "all": 1}
-    assert edit("export/torch_export.py") == {"export": 1, "quantize": 2, "build": 2, "evaluate": 2, **report}
+    assert edit("latency.py") == {"latency": 2, **report}
+    assert edit("export/torch_export.py") == {"export": 1, "quantize": 2, "build": 2, "evaluate": 2,
+                                              "latency": 2, **report}
     assert jobs_run(_smk(repo, work, "-n")) == {}  # each edit undone: nothing to rerun
     status = json.loads((work / "results/demo-torch/torch2.13/opset13/ort-qdq/quantize/status.json").read_text())
-    assert status["code_digest"] == codedigest.digest("quantize", quantizer="ort-qdq")
+    assert status["code_digest"] == codedigest.digest("quantize", quantizer="ort-qdq", source="demo-torch")
+    # the latency stage: both graphs timed in the same rounds; the FP32 cell against itself
+    s = pd.read_csv(work / "results" / "summary.csv")
+    s = s[s.status != "excluded"].set_index("quantizer")
+    assert (s["latency_status"] == "ok").all() and (s["latency_ms"] > 0).all()
+    assert (s["latency_iqr_ms"] >= 0).all() and s["code_digest"].str.len().eq(12).all()
+    assert 0.5 < s.loc["none", "speedup_vs_fp32"] < 2
+    assert s.loc["none", "latency_ms"] != s.loc["none", "eval_latency_ms"]  # its own measurement
+    lat = json.loads((work / "results/demo-torch/torch2.13/opset13/ort-qdq/int8/onnxruntime/latency/"
+                      "status.json").read_text())
+    assert len(lat["data"]["rounds_ms"]["cell"]) == len(lat["data"]["rounds_ms"]["fp32"]) == 7
+    # Snakemake's own report of the sweep: the summary, the ledger and quantsweep's page in it
+    _smk(repo, work, "--report", str(work / "report.zip"))
+    import zipfile
+
+    names = zipfile.ZipFile(work / "report.zip").namelist()
+    assert {Path(n).name for n in names} >= {"summary.csv", "ledger.csv", "report.html"}

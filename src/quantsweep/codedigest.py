@@ -151,9 +151,9 @@ def chosen(stage: str, quantizer: str = "", backend: str = "", source: str = "")
 STAGE_SELECTORS: dict[str, tuple[str, ...]] = {
     "train": (), "framework": ("source",), "framework_eval": ("source",), "export": ("source",),
     "quantize": ("quantizer", "source"), "analyze": (), "build": ("backend",), "evaluate": ("backend",),
-    "summary": (), "ledger": (), "report": ()}
+    "latency": (), "summary": (), "ledger": (), "report": ()}
 SUPERVISED = ("train", "framework", "framework_eval", "export", "quantize", "analyze", "build",
-              "evaluate")
+              "evaluate", "latency")
 SCRIPT = {"framework_eval": "framework_eval", "train": "train"}
 
 

@@ -19,6 +19,7 @@ ANALYZE = "{model}/{toolset}/opset{opset}/{quantizer}/analyze"
 CELL = "{model}/{toolset}/opset{opset}/{quantizer}/{precision}/{backend}"
 BUILD = CELL + "/build"
 EVALUATE = CELL + "/evaluate"
+LATENCY = CELL + "/latency"
 
 STAGE_DIRS = {
     "toolset": TOOLSET,
@@ -29,6 +30,7 @@ STAGE_DIRS = {
     "analyze": ANALYZE,
     "build": BUILD,
     "evaluate": EVALUATE,
+    "latency": LATENCY,
 }
 
 # Wildcard constraints for the Snakefile: names never contain '/', opsets are integers.

@@ -37,6 +37,12 @@ MANIFEST = f"{RESOURCES}/datasets/{DATASET}/manifest.json"
 CELLS = matrix.expand(config)
 PLANNED = [pc.cell for pc in CELLS if pc.status == "planned"]
 ANALYZED = matrix.analyzed(config)  # the quantized graphs of blocks with analyze: true
+from quantsweep.latency import CPU_BACKENDS as LATENCY_BACKENDS  # noqa: E402  timed here, alone
+try:  # the latency stage takes every core: no other job runs beside it (on a cluster, where
+    # cores count jobs, at most this machine's CPUs per job)
+    ALL_CORES = max(1, min(int(workflow.cores), os.cpu_count() or 1))
+except Exception:  # noqa: BLE001 - --report, --lint: no core count, no job runs
+    ALL_CORES = 1
 DEMO_TOOLSET = config["demo"].get("toolset")
 TIMEOUT = config["stage_timeout_s"]
 

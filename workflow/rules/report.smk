@@ -25,10 +25,12 @@ rule summary:
         toolsets=sorted({P("toolset", "status.json").format(toolset=c.cell.toolset) for c in CELLS}),
         evaluate=[P("evaluate", "metrics.json").format(**c.axes()) for c in PLANNED],
         analyze=[P("analyze", "status.json").format(**a) for a in ANALYZED],
+        latency=[P("latency", "status.json").format(**c.axes()) for c in PLANNED
+                 if c.backend in LATENCY_BACKENDS],
         framework=[P("framework_eval", "metrics.json").format(model=m, toolset=t)
                    for m, t in framework_pairs()],
     output:
-        f"{RESULTS}/summary.csv",
+        report(f"{RESULTS}/summary.csv", caption="../report/summary.rst", category="Results"),
     params:
         code=code("summary"),  # editing the code that writes the table rewrites it
     log:
@@ -47,7 +49,7 @@ rule ledger:
         manifest=MANIFEST,
     output:
         json=f"{RESULTS}/ledger.json",
-        csv=f"{RESULTS}/ledger.csv",
+        csv=report(f"{RESULTS}/ledger.csv", caption="../report/ledger.rst", category="Results"),
     params:
         code=code("ledger"),
         specs=json.dumps({m: {k: v for k, v in model_spec(m).items() if k != "export"}
@@ -66,7 +68,7 @@ rule report:
         summary=f"{RESULTS}/summary.csv",
         ledger=f"{RESULTS}/ledger.json",
     output:
-        f"{RESULTS}/report.html",
+        report(f"{RESULTS}/report.html", caption="../report/report.rst", category="Report"),
     params:
         code=code("report"),
     log:

@@ -67,15 +67,19 @@ def heatmap(df: Any) -> str:
 
 
 def scatter(df: Any) -> str:
-    """AP vs ONNX Runtime CPU latency, one colour per toolset; simulated points hollow."""
+    """AP vs ONNX Runtime CPU latency (the latency stage: median, IQR as error bars), one colour
+    per toolset; simulated points hollow."""
     ok = df[(df.status == "ok") & df.AP.notna() & df.latency_ms.notna()]
     fig, ax = _figure(7, 4.2)
     for k, (toolset, g) in enumerate(sorted(ok.groupby("toolset"), key=lambda t: t[0])):
         color = f"C{k % 10}"
         for simulated, h in g.groupby(g["mode"] == "simulated"):
+            if "latency_iqr_ms" in h:
+                ax.errorbar(h.latency_ms, h.AP, xerr=h.latency_iqr_ms.fillna(0) / 2, fmt="none",
+                            ecolor=color, elinewidth=0.8, alpha=0.7)
             ax.scatter(h.latency_ms, h.AP, s=28, label=f"{toolset}" + (" (simulated)" if simulated else ""),
                        facecolors="none" if simulated else color, edgecolors=color)
-    ax.set_xlabel("latency per image, ms (ONNX Runtime CPU, this machine)")
+    ax.set_xlabel("latency per image, ms (ONNX Runtime CPU, this machine, timed alone; bars: IQR)")
     ax.set_ylabel("AP (COCO, val split)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, ncol=2)
@@ -131,7 +135,7 @@ def render(df: Any, ledger: dict[str, Any]) -> str:
     import pandas as pd
 
     df = df.copy()
-    for c in ("AP", "latency_ms"):
+    for c in ("AP", "latency_ms", "latency_iqr_ms"):
         df[c] = pd.to_numeric(df[c], errors="coerce")
     counts = df["status"].value_counts().to_dict()
     parts = [f"<h1>quantsweep report</h1><p>{len(df)} cells: "

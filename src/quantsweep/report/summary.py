@@ -78,11 +78,19 @@ def cell_row(results: Path, cell: dict[str, Any]) -> dict[str, Any]:
         m = json.loads(metrics_path.read_text())
         for k in METRICS:
             row[k] = m.get(k)
-        row["latency_ms"] = ev["data"].get("latency_ms_mean")
+        # the evaluation loop's own timing, taken while other jobs share the machine: a
+        # throughput, labelled as such; latency_ms comes from the latency stage
+        row["eval_latency_ms"] = ev["data"].get("latency_ms_mean")
         row["images_per_s"] = ev["data"].get("images_per_s")
         row["foreign_detections"] = ev["data"].get("foreign_detections")
         conv = ev["data"].get("input_conversions") or []
         row["input_conversions"] = "; ".join(f"{c['name']}:{c['fed']}->{c['bound']}" for c in conv)
+    lat = stage_status(results, "latency", **axes)
+    if lat is not None:  # timed alone on the machine, against the FP32 graph (quantsweep.latency)
+        row["latency_status"] = lat["status"]
+        if lat["status"] == "ok":
+            for k in ("latency_ms", "latency_iqr_ms", "fp32_latency_ms", "speedup_vs_fp32"):
+                row[k] = lat["data"][k]
     b = stages["build"]
     if b and b["status"] == "ok" and b["device"] not in ("", "cpu"):
         # an engine built on a GPU (here, or on a GPU host and ingested from a hand-off bundle)
@@ -162,8 +170,7 @@ def add_fp32_sibling(rows: list[dict[str, Any]]) -> None:
             continue
         r["fp32_cell"] = sib["cell"]
         r["AP_delta_vs_fp32"] = round(r["AP"] - sib["AP"], 6)
-        if r.get("latency_ms") and sib.get("latency_ms"):
-            r["speedup_vs_fp32"] = round(sib["latency_ms"] / r["latency_ms"], 3)
+        # speedup_vs_fp32 is the latency stage's own: both graphs timed in the same rounds
 
 
 def add_simulated_sibling(rows: list[dict[str, Any]]) -> None:
@@ -235,14 +242,15 @@ def build_summary(results: str | Path, plan: list[dict[str, Any]],
     cols = ["cell", "model", "toolset", "opset", "quantizer", "precision", "backend", "status",
             "stage", "reason_class", "reason", "mode", "device", *METRICS, "framework_AP",
             "AP_delta_vs_framework", "fp32_cell", "AP_delta_vs_fp32", "speedup_vs_fp32",
-            "latency_ms", "images_per_s", "model_bytes", "foreign_detections",
+            "latency_ms", "latency_iqr_ms", "fp32_latency_ms", "eval_latency_ms", "images_per_s",
+            "model_bytes", "foreign_detections",
             "opset_written", "exporter", "export_s", "parity_ok", "parity_cosine", "parity_max_abs",
             "input_conversions", "tool_versions", "quantsweep_version", "code_digest",
             "gpu", "gpu_latency_ms", "gpu_throughput_qps",
             "engine_from", "fallback_of", "simulated_sibling", "simulated_AP",
             "recipe_of", "recipe_float_layers", "recipe_target_met", "recipe_note",
             "AP_delta_vs_parent", "speed_vs_parent", "analyze_status", "analyze_top_layers", "doctor",
-            *[f"{s}_status" for s in CHAIN]]
+            *[f"{s}_status" for s in CHAIN], "latency_status"]
     df = pd.DataFrame(rows)
     for c in cols:
         if c not in df.columns:
