@@ -104,6 +104,7 @@ def env_hash(spec: dict[str, Any], pip: PipSettings, py_version: str) -> str:
             constraint_text.append(c)
     key = {
         "packages": sorted(spec["packages"]) + sorted(RUNTIME_PACKAGES),
+        **({"no_deps": sorted(spec["no_deps"])} if spec.get("no_deps") else {}),
         "index_url": spec.get("index_url"),
         "find_links": spec.get("find_links", []),
         "pip": pip.as_dict(),
@@ -229,6 +230,14 @@ def ensure_env(name: str, spec: dict[str, Any], envs_dir: str | Path,
             shutil.rmtree(env_dir, ignore_errors=True)
             return EnvResult("failed", str(env_dir), "", {}, classify_install_error(r.stderr),
                              (r.stderr or r.stdout).strip()[-4000:])
+        if spec.get("no_deps"):  # packages whose declared requirements cannot be installed
+            r = subprocess.run([uv, "pip", "install", "--python", str(py), "--no-deps",
+                                *uv_install_args(spec, pip), *spec["no_deps"]],
+                               capture_output=True, text=True, check=False)
+            if r.returncode != 0:
+                shutil.rmtree(env_dir, ignore_errors=True)
+                return EnvResult("failed", str(env_dir), "", {}, classify_install_error(r.stderr),
+                                 (r.stderr or r.stdout).strip()[-4000:])
         if "tensorrt" in spec.get("requires", []):
             r = subprocess.run([str(py), "-c", "import tensorrt"], capture_output=True,
                                text=True, check=False)

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from quantsweep.backends import Binding, FeedAdapter
+from quantsweep.job import ToolFailure
 
 PD_TYPES = {"FLOAT32": "float32", "INT32": "int32", "INT64": "int64", "FLOAT16": "float16",
             "UINT8": "uint8", "INT8": "int8", "BOOL": "bool", "FLOAT64": "float64"}
@@ -66,17 +67,36 @@ def configure_tensorrt(cfg: Any, precision: str, quantized: bool,
                                        {k: v[1] for k, v in shapes.items()})
 
 
+# PIR (Paddle >= 3.0) or legacy program, as paddle.jit.save / PaddleDetection's export name them;
+# the params file has the model file's stem (inference.pdiparams, model.pdiparams)
+MODEL_FILES = ("inference.json", "inference.pdmodel", "model.json", "model.pdmodel")
+
+
+def locate_model(model_dir: Path) -> tuple[Path, Path]:
+    """The model and params files of a Paddle inference model directory."""
+    if not model_dir.is_dir():
+        raise ToolFailure("invalid_model", f"{model_dir}: not a directory (a Paddle inference "
+                                           f"model is a directory with {' or '.join(MODEL_FILES)} "
+                                           f"and its .pdiparams)")
+    found = [model_dir / f for f in MODEL_FILES if (model_dir / f).exists()]
+    if not found:
+        raise ToolFailure("invalid_model", f"{model_dir}: no model file ({' or '.join(MODEL_FILES)});"
+                                           f" the directory has {sorted(p.name for p in model_dir.iterdir())}")
+    params = found[0].with_suffix(".pdiparams")
+    if not params.exists():
+        raise ToolFailure("invalid_model", f"{model_dir}: the Paddle model has no params file "
+                                           f"({params.name}) next to {found[0].name}")
+    return found[0], params
+
+
 class Runner:
     def __init__(self, model_dir: str | Path, options: dict[str, Any]):
         d = Path(model_dir)
-        model_file = next((p for p in (d / "inference.json", d / "inference.pdmodel") if p.exists()),
-                          None)
-        if model_file is None:
-            raise FileNotFoundError(f"{d}: no inference.json or inference.pdmodel")
+        model_file, params_file = locate_model(d)
         os.environ["FLAGS_enable_pir_api"] = "1" if model_file.suffix == ".json" else "0"
         from paddle import inference
 
-        cfg = inference.Config(str(model_file), str(d / "inference.pdiparams"))
+        cfg = inference.Config(str(model_file), str(params_file))
         trt = options.get("paddle_tensorrt")
         if trt:  # {precision, quantized, shapes, ...}: Paddle-TRT on the GPU
             configure_tensorrt(cfg, trt["precision"], bool(trt.get("quantized")),

@@ -10,28 +10,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from quantsweep.backends.paddle_inference import MODEL_FILES, locate_model  # noqa: F401  (re-used)
 from quantsweep.job import Job, Result, ToolFailure, describe_exit, tool_call
 
-MODEL_FILES = ("inference.json", "inference.pdmodel")  # PIR (Paddle >= 3.0), legacy program
-PARAMS_FILE = "inference.pdiparams"
 CALIBRATION_FILE = "calibration.cache"
-
-
-def locate_model(model_dir: Path) -> tuple[Path, Path]:
-    """The model and params files of a Paddle inference model directory."""
-    if not model_dir.is_dir():
-        raise ToolFailure("invalid_model", f"{model_dir}: not a directory (a Paddle inference "
-                                           f"model is a directory with {' or '.join(MODEL_FILES)} "
-                                           f"and {PARAMS_FILE})")
-    found = [model_dir / f for f in MODEL_FILES if (model_dir / f).exists()]
-    if not found:
-        raise ToolFailure("invalid_model", f"{model_dir}: no model file ({' or '.join(MODEL_FILES)});"
-                                           f" the directory has {sorted(p.name for p in model_dir.iterdir())}")
-    params = model_dir / PARAMS_FILE
-    if not params.exists():
-        raise ToolFailure("invalid_model", f"{model_dir}: the Paddle model has no params file "
-                                           f"({PARAMS_FILE}) next to {found[0].name}")
-    return found[0], params
 
 
 def check_format(model_file: Path, paddle_version: str) -> None:

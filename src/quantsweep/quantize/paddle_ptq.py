@@ -38,9 +38,9 @@ def _loader(feeds: list[dict[str, Any]], names: list[str]) -> Any:
 def quantize_paddle(job: Job, model_dir: Path, out_dir: Path, feeds: list[dict[str, Any]],
                     algo: str) -> dict[str, Any]:
     """Writes the quantized Paddle inference model to ``out_dir``."""
-    from quantsweep.export.paddle_export import PARAMS_FILE, check_format, locate_model
+    from quantsweep.export.paddle_export import check_format, locate_model
 
-    model_file, _ = locate_model(model_dir)
+    model_file, params_file = locate_model(model_dir)
     os.environ["FLAGS_enable_pir_api"] = "0"  # Paddle's static PTQ works on legacy programs
     with tool_call("tool_missing", "importing paddle"):
         import paddle
@@ -53,7 +53,7 @@ def quantize_paddle(job: Job, model_dir: Path, out_dir: Path, feeds: list[dict[s
     exe = paddle.static.Executor(paddle.CPUPlace())
     names = list(feeds[0])
     loader = _loader(feeds, names)
-    kw = dict(model_filename=model_file.name, params_filename=PARAMS_FILE, batch_nums=len(feeds),
+    kw = dict(model_filename=model_file.name, params_filename=params_file.name, batch_nums=len(feeds),
               algo=algo, onnx_format=True)
     major = int(paddle.__version__.split(".")[0])
     if major < 3:
@@ -65,7 +65,7 @@ def quantize_paddle(job: Job, model_dir: Path, out_dir: Path, feeds: list[dict[s
         with tool_call("quantize_failed", f"{tool} ({algo})"):
             quant_post_static(executor=exe, model_dir=str(model_dir), quantize_model_path=str(out_dir),
                               data_loader=loader, save_model_filename="inference.pdmodel",
-                              save_params_filename=PARAMS_FILE, **kw)
+                              save_params_filename="inference.pdiparams", **kw)
     else:
         from paddle.static.quantization import PostTrainingQuantization
 
@@ -75,7 +75,7 @@ def quantize_paddle(job: Job, model_dir: Path, out_dir: Path, feeds: list[dict[s
                                            data_loader=loader, **kw)
             ptq.quantize()
             ptq.save_quantized_model(str(out_dir), model_filename="inference.pdmodel",
-                                     params_filename=PARAMS_FILE)
+                                     params_filename="inference.pdiparams")
     paddle.disable_static()
     return {"tool": tool, "algo": algo, "paddle": paddle.__version__}
 
