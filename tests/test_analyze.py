@@ -46,7 +46,8 @@ def conv_net(path: Path) -> Path:
     return path
 
 
-def ort_quantize(src: Path, dst: Path, exclude: list[str] | None = None) -> Path:
+def ort_quantize(src: Path, dst: Path, exclude: list[str] | None = None,
+                 op_types: tuple[str, ...] = ("Conv",)) -> Path:
     from onnxruntime import quantization as oq
 
     data = [{"x": np.random.default_rng(i).random((1, 3, 16, 16), np.float32)} for i in range(4)]
@@ -61,7 +62,7 @@ def ort_quantize(src: Path, dst: Path, exclude: list[str] | None = None) -> Path
     oq.quantize_static(str(src), str(dst), Reader(), quant_format=oq.QuantFormat.QDQ,
                        per_channel=True, activation_type=oq.QuantType.QUInt8,
                        weight_type=oq.QuantType.QInt8, nodes_to_exclude=exclude or [],
-                       op_types_to_quantize=["Conv"])
+                       op_types_to_quantize=list(op_types))
     return dst
 
 
@@ -116,6 +117,26 @@ def test_a_layer_put_back_in_float_runs_in_float(graphs):
     with pytest.raises(KeyError) as err:
         qdq_graph.float_layers(int8, ["conv1", "nope"], fp32)
     assert err.value.args[0] == ["nope"]
+
+
+def test_a_relu_the_quantizer_fused_comes_back_with_the_float_layer(graphs, tmp_path: Path):
+    """ORT's quantizer (op_types Conv, Relu, as the default sweep) drops each Relu after a Conv
+    and lets the uint8 Q clamp at zero: the float layer must clamp too."""
+    fp32_path, _ = graphs
+    fused = ort_quantize(fp32_path, tmp_path / "fused.onnx", op_types=("Conv", "Relu"))
+    int8, fp32 = onnx.load(str(fused)), onnx.load(str(fp32_path))
+    assert "Relu" not in {n.op_type for n in int8.graph.node}
+    x = np.random.default_rng(3).random((1, 3, 16, 16), np.float32)
+    ref = run(fp32, ["y"], x)["y"]
+    every = qdq_graph.float_layers(int8, CONVS, fp32)
+    # the two fused Relus back, and one on the input x, whose pair clamps at zero too (x is in
+    # [0, 1): a Relu that changes nothing)
+    assert [n.op_type for n in every.graph.node].count("Relu") == 3
+    np.testing.assert_allclose(run(every, ["y"], x)["y"], ref, rtol=1e-5, atol=1e-5)
+    # one layer in float is closer to FP32 than none (it was far worse without the Relu)
+    q = np.abs(run(int8, ["y"], x)["y"] - ref).max()
+    one = np.abs(run(qdq_graph.float_layers(int8, ["conv2"], fp32), ["y"], x)["y"] - ref).max()
+    assert one < q
 
 
 def test_constants_follow_identity_and_cast():

@@ -101,3 +101,11 @@ def test_parity_matches_nms_outputs_as_rows_in_any_order():
     assert row_distance(ref, cand) == pytest.approx(0.5, abs=1e-9)
     assert row_distance(ref, {k: v[:, :29] for k, v in cand.items()}) == float("inf")
     assert row_distance({"a": np.zeros((2, 3)), "b": np.zeros(5)}, {"a": np.zeros((2, 3)), "b": np.zeros(5)}) is None
+    # PaddleDetection's bbox [N,6] with bbox_num [1]: the count compared as it is, the rows in any order
+    bbox = np.concatenate([labels[:, None], scores[:, None], boxes * 300], axis=1)
+    ref = {"bbox": bbox, "bbox_num": np.array([30], np.int32)}
+    assert row_distance(ref, {"bbox": bbox[perm], "bbox_num": np.array([30], np.int32)}) == 0.0
+    assert row_distance(ref, {"bbox": bbox[perm], "bbox_num": np.array([29], np.int32)}) == float("inf")
+    # no detection at all on both sides: nothing differs (and nothing breaks)
+    empty = {"bbox": np.zeros((0, 6), np.float32), "bbox_num": np.array([0], np.int32)}
+    assert row_distance(empty, dict(empty)) == 0.0

@@ -51,7 +51,13 @@ def test_ppyoloe_from_paddledetection_through_every_stage(ppyoloe: Path, tmp_pat
                    {"name": "scale_factor", "dtype": "float32", "role": "scale_factor"}],
         "preprocess": {"resize": "stretch", "size": [320, 320], "channel_order": "RGB",
                        "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
-        "decode": {"preset": "paddledetection"}}}
+        "decode": {"preset": "paddledetection"},
+        # at random init hundreds of near-equal scores pass the 0.01 threshold; Paddle's
+        # MultiClassNMS and paddle2onnx 1.3.1's NonMaxSuppression + TopK keep the same top rows
+        # but other ones at the keep_top_k=100 boundary (measured), so parity is recorded but
+        # not held to the default tolerance. (With a higher threshold, ORT's calibrator fails on
+        # the empty NMS outputs: ReduceMax of a zero-size tensor.)
+        "export": {"parity": {"max_abs": 1000, "min_cosine": 0}}}}
     del cfg["demo"]
     cfg["matrix"] = [{"models": ["ppyoloe-s"], "toolsets": ["ppdet2.6"], "opsets": [11, 13]},
                      {"models": ["ppyoloe-s"], "toolsets": ["ppdet2.6"], "opsets": [13],
@@ -66,6 +72,9 @@ def test_ppyoloe_from_paddledetection_through_every_stage(ppyoloe: Path, tmp_pat
     base = "ppyoloe-s/ppdet2.6"
     fp32 = s.loc[f"{base}/opset13/none/fp32/onnxruntime"]
     assert fp32["status"] == "ok" and fp32["parity_ok"], fp32["reason"]
+    par = json.loads((tmp_path / "results" / base / "opset13/export/parity.json").read_text())
+    count = next(o for o in par["outputs"] if o["output"].endswith("scale_1.tmp_0"))
+    assert count["max_abs"] == 0.0  # the same number of detections on every image
     assert fp32["exporter"] == "paddle2onnx 1.3.1" and fp32["framework_AP"] == fp32["framework_AP"]
     # paddle2onnx 1.3.1 writes PP-YOLOE's NMS at opset 11 as a graph ONNX Runtime refuses
     bad = s.loc[f"{base}/opset11/none/fp32/onnxruntime"]

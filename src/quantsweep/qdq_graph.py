@@ -143,6 +143,29 @@ def float_layers(model: Any, names: Iterable[str], fp32: Any | None = None) -> A
                 values[name] = numpy_helper.to_array(next(a.t for a in c.attribute if a.name == "value"))
         return values[name]
 
+    from onnx import helper
+
+    def floored(q: Any) -> bool:
+        """Whether the pair clamps at zero: its zero point is the type's minimum (uint8 0,
+        int8 -128). A quantizer that fuses Conv -> Relu drops the Relu and lets the Q clamp:
+        the float tensor then needs the Relu back."""
+        zp = value(q.input[2]) if len(q.input) > 2 and q.input[2] else np.zeros((), np.uint8)
+        lowest = np.iinfo(zp.dtype).min if np.issubdtype(zp.dtype, np.integer) else None
+        return lowest is not None and zp.size == 1 and int(zp.ravel()[0]) == lowest
+
+    def float_of(q: Any) -> str:
+        """The float tensor a Q/DQ pair stood for: the Q's input, through a Relu when the pair
+        clamped at zero (a no-op on a tensor that is non-negative anyway)."""
+        src = q.input[0]
+        if not floored(q):
+            return src
+        out = f"{src}__relu"
+        if out not in producer:
+            relu = helper.make_node("Relu", [src], [out], name=f"{q.name}__relu")
+            g.node.insert(list(g.node).index(q), relu)
+            producer[out] = relu
+        return out
+
     for name in sorted(want):
         n = nodes[name]
         for idx, x in enumerate(list(n.input)):
@@ -151,7 +174,7 @@ def float_layers(model: Any, names: Iterable[str], fp32: Any | None = None) -> A
                 continue
             q = producer.get(dq.input[0])
             if q is not None and q.op_type == "QuantizeLinear":
-                n.input[idx] = q.input[0]  # the float tensor the pair quantized
+                n.input[idx] = float_of(q)  # the float tensor the pair quantized
                 continue
             ref = fp_nodes.get(name)
             ref_in = ref.input[idx] if ref is not None and idx < len(ref.input) else None
@@ -171,18 +194,18 @@ def float_layers(model: Any, names: Iterable[str], fp32: Any | None = None) -> A
                 inits[new] = t
             n.input[idx] = new
         for o in list(n.output):  # its outputs' Q/DQ: readers take the float output
-            for _, dq in _output_pairs(g, o):
-                d = dq.output[0]
+            for q, dq in _output_pairs(g, o):
+                d, f = dq.output[0], float_of(q)
                 if d in {x.name for x in g.output}:  # keep the graph output's name
                     dq.op_type, dq.domain = "Identity", ""
                     del dq.input[1:]
                     del dq.attribute[:]
-                    dq.input[0] = o
+                    dq.input[0] = f
                     continue
                 for reader in g.node:
                     for k, x in enumerate(reader.input):
                         if x == d:
-                            reader.input[k] = o
+                            reader.input[k] = f
     prune(m)
     return m
 

@@ -64,7 +64,7 @@ def _rows(outs: dict[str, Any]) -> np.ndarray | None:
     arrays = [a[0] if a.ndim >= 2 and a.shape[0] == 1 else a for a in arrays]
     if not arrays or any(a.ndim == 0 for a in arrays) or len({a.shape[0] for a in arrays}) != 1:
         return None
-    return np.concatenate([a.reshape(a.shape[0], -1) for a in arrays], axis=1)
+    return np.concatenate([a.reshape(a.shape[0], int(np.prod(a.shape[1:]))) for a in arrays], axis=1)
 
 
 def row_distance(ref: dict[str, Any], cand: dict[str, Any]) -> float | None:
@@ -72,6 +72,17 @@ def row_distance(ref: dict[str, Any], cand: dict[str, Any]) -> float | None:
     order (each reference row to its nearest unmatched candidate row); inf when the row counts
     differ; None when the outputs are not row tables. NMS exported to ONNX returns its kept boxes
     grouped differently from the framework's eager order: a positional comparison fails there."""
+    # a count output beside the rows (PaddleDetection's bbox_num [B], num_dets [B,1]): one
+    # value per image, compared as it is
+    ref_counts = [np.asarray(v, np.float64) for v in ref.values() if np.asarray(v).size == 1]
+    cand_counts = [np.asarray(v, np.float64) for v in cand.values() if np.asarray(v).size == 1]
+    if ref_counts and len(ref_counts) < len(ref):
+        if len(ref_counts) != len(cand_counts):
+            return None
+        if any(float(x.ravel()[0]) != float(y.ravel()[0]) for x, y in zip(ref_counts, cand_counts, strict=True)):
+            return float("inf")
+        ref = {k: v for k, v in ref.items() if np.asarray(v).size != 1}
+        cand = {k: v for k, v in cand.items() if np.asarray(v).size != 1}
     a, b = _rows(ref), _rows(cand)
     if a is None or b is None or a.shape[1] != b.shape[1]:
         return None
