@@ -76,6 +76,11 @@ def run(model: onnx.ModelProto, outputs: list[str], x: np.ndarray) -> dict[str, 
     return dict(zip(outputs, s.run(outputs, {"x": x}), strict=True))
 
 
+def convs(model: onnx.ModelProto) -> list[str]:
+    """The quantized Conv layers of a Q/DQ graph."""
+    return [x.name for x in qdq_graph.quantized_layers(model) if x.op == "Conv"]
+
+
 @pytest.fixture(scope="module")
 def graphs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     d = tmp_path_factory.mktemp("qdq")
@@ -86,7 +91,9 @@ def graphs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_quantized_layers_of_an_ort_qdq_graph(graphs):
     fp32, int8 = graphs
     layers = qdq_graph.quantized_layers(onnx.load(str(int8)), onnx.load(str(fp32)))
-    assert [x.name for x in layers] == CONVS
+    # ORT also quantizes each Conv's output: the Relus after them read through Q/DQ
+    assert [x.name for x in layers] == ["conv1", "relu1", "conv2", "relu2", "conv3"]
+    layers = [x for x in layers if x.op == "Conv"]
     assert layers[0].activations == ["x"] and layers[0].weights == ["w1", "b1"]
     assert layers[1].activations == ["r1"] and layers[1].weights == ["w2", "b2"]
     # without the FP32 graph: the names the quantizer gave the stored INT8 weights
@@ -105,7 +112,7 @@ def test_a_layer_put_back_in_float_runs_in_float(graphs):
     got = run(one, ["c1", "y"], x)
     np.testing.assert_allclose(got["c1"], ref["c1"], rtol=1e-5, atol=1e-5)
     # the other layers stay quantized
-    assert [x.name for x in qdq_graph.quantized_layers(one)] == ["conv2", "conv3"]
+    assert convs(one) == ["conv2", "conv3"]
     assert np.abs(got["y"] - ref["y"]).max() > 1e-4
     # every layer in float: the FP32 graph's outputs, and no Q/DQ left behind
     every = qdq_graph.float_layers(int8, CONVS, fp32)
@@ -171,7 +178,7 @@ def test_recipe_in_onnxruntime_terms_is_applied_by_quantize_static(graphs, tmp_p
                                    "weights": ["w2", "b2"]}])
     out = ort_quantize(fp32, tmp_path / "recipe.onnx",
                        terms["onnxruntime.quantize_static"]["nodes_to_exclude"])
-    assert [x.name for x in qdq_graph.quantized_layers(onnx.load(str(out)))] == ["conv1", "conv3"]
+    assert convs(onnx.load(str(out))) == ["conv1", "conv3"]
     assert terms["paddleslim"] == {"skip_tensor_list": ["w2", "b2"]}
     assert terms["trtexec"] == "--precisionConstraints=obey --layerPrecisions=conv2:fp16"
     assert terms["tensorrt_api"] == {"layer_precisions": {"conv2": "fp16"}}
@@ -211,9 +218,9 @@ def test_recipe_in_modelopt_terms_is_applied_by_modelopt(graphs, modelopt_python
                        check=True, cwd=tmp_path)
     # ModelOpt follows its own rules for which layers it quantizes (here conv1 only: measured
     # with 0.47.0); the recipe takes conv1 out
-    before = [x.name for x in qdq_graph.quantized_layers(onnx.load(str(plain)))]
+    before = convs(onnx.load(str(plain)))
     assert "conv1" in before
-    assert [x.name for x in qdq_graph.quantized_layers(onnx.load(str(out)))] == \
+    assert convs(onnx.load(str(out))) == \
         [n for n in before if n != "conv1"]
 
 
@@ -224,7 +231,7 @@ def test_a_graph_without_qdq_is_skipped_with_the_reason(graphs, tmp_path: Path):
     with pytest.raises(Skip) as err:
         analyze.run(job)
     assert err.value.reason_class == "no_qdq" and str(fp32) in err.value.message
-    assert "no Conv/ConvTranspose/MatMul/Gemm node is fed by a DequantizeLinear" in err.value.message
+    assert "no node is fed by a DequantizeLinear" in err.value.message
 
 
 def test_a_recipe_naming_nodes_the_graph_lacks_fails_the_recipe_cell(graphs, tmp_path: Path):

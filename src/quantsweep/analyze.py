@@ -156,8 +156,8 @@ def run(job: Job) -> Result:
         model, fp32 = onnx.load(str(qpath)), onnx.load(str(fpath))
     layers = qdq_graph.quantized_layers(model, fp32)
     if not layers:
-        raise Skip("no_qdq", f"{qpath}: no {'/'.join(qdq_graph.COMPUTE_OPS)} node is fed by a "
-                             f"DequantizeLinear: the graph has no quantized layer to analyse")
+        raise Skip("no_qdq", f"{qpath}: no node is fed by a DequantizeLinear: the graph has no "
+                             f"quantized layer to analyse")
     manifest = json.loads(Path(p["dataset"]["manifest"]).read_text())
     feeds = calib_feeds(onnx_bindings(Path(fpath)), p["model_spec"], manifest, int(opts["images"]))
     threads = int(p.get("threads", 1))

@@ -2,8 +2,9 @@
 Q/DQ graph are quantized, and the same graph with chosen layers put back in float.
 
 Used by the calibration-cache tools (``calib/``), the quantize stage's runtime-scale check and
-the sensitivity analysis (``analyze``). A *layer* is a compute node (Conv, ConvTranspose,
-MatMul, Gemm) with at least one input produced by a ``DequantizeLinear``."""
+the sensitivity analysis (``analyze``). A *layer* is a node with at least one input produced by
+a ``DequantizeLinear``: a compute node (Conv, ConvTranspose, MatMul, Gemm), and any other node a
+quantizer put Q/DQ in front of (Add, Resize, MaxPool, Equal...: ModelOpt quantizes those too)."""
 
 from __future__ import annotations
 
@@ -67,15 +68,16 @@ def _output_pairs(graph: Any, tensor: str) -> list[tuple[Any, Any]]:
 
 
 def quantized_layers(model: Any, fp32: Any | None = None) -> list[Layer]:
-    """The compute nodes of ``model`` fed by a ``DequantizeLinear``, in graph order. With the
-    FP32 graph, a weight is named as there (a quantizer may store it as ``w_quantized``)."""
+    """The nodes of ``model`` fed by a ``DequantizeLinear`` (Q/DQ nodes aside), in graph order.
+    With the FP32 graph, a weight is named as there (a quantizer may store it as
+    ``w_quantized``)."""
     g = model.graph
     consts = constants(g)
     producer = {o: n for n in g.node for o in n.output}
     fp_nodes = {n.name: n for n in fp32.graph.node} if fp32 is not None else {}
     out = []
     for n in g.node:
-        if n.op_type not in COMPUTE_OPS:
+        if n.op_type in QDQ_OPS:
             continue
         layer = Layer(n.name, n.op_type)
         for idx, x in enumerate(n.input):
