@@ -173,14 +173,24 @@ def run(job: Job) -> Result:
             base = _compare(int8_runner, feeds, ref)
         t_outputs = time.monotonic()
         per: list[dict[str, Any]] = []
-        names = [x.name for x in layers]
-        for layer in layers:
-            with tool_call("analysis_failed", f"layer {layer.name}: the graph with it in float"):
-                alone_float = _compare(graphs.runner(qdq_graph.float_layers(model, [layer.name], fp32)),
-                                       feeds, ref)
-                alone_q = _compare(graphs.runner(qdq_graph.float_layers(
-                    model, [n for n in names if n != layer.name], fp32)), feeds, ref)
-            per.append({**layer.record(),
+        # the units of the analysis: layers sharing a quantized activation go together
+        units = {g[0].name: g for g in qdq_graph.shared_groups(layers)}
+
+        def nodes_of(labels: list[str]) -> list[str]:
+            return [x.name for u in labels for x in units[u]]
+
+        def variant(labels: list[str]) -> Any:
+            return graphs.runner(qdq_graph.float_layers(model, nodes_of(labels), fp32))
+
+        for label, group in units.items():
+            others = [u for u in units if u != label]
+            with tool_call("analysis_failed", f"layer {label}: the graph with it in float"):
+                alone_float = _compare(variant([label]), feeds, ref)
+                alone_q = _compare(variant(others), feeds, ref)
+            per.append({"layer": label, "nodes": [x.name for x in group],
+                        "op": "+".join(dict.fromkeys(x.op for x in group)),
+                        "activations": sorted({t for x in group for t in x.activations}),
+                        "weights": [w for x in group for w in x.weights],
                         "error_only_quantized": alone_q["error"],
                         "error_only_float": alone_float["error"],
                         "error_recovered": round(base["error"] - alone_float["error"], 9),
@@ -191,18 +201,16 @@ def run(job: Job) -> Result:
         # the layers whose float version brings the outputs closest to FP32, scored by AP
         ranked = sorted(per, key=lambda r: (-r["error_recovered"], -r["error_only_quantized"]))
         for r in ranked[:int(opts["top_k"])]:
-            r["ap_only_float"] = ap_of(graphs.runner(qdq_graph.float_layers(model, [r["layer"]], fp32)))
+            r["ap_only_float"] = ap_of(variant([r["layer"]]))
             r["ap_recovered"] = round(r["ap_only_float"] - ap_int8, 6)
-            r["ap_only_quantized"] = ap_of(graphs.runner(qdq_graph.float_layers(
-                model, [n for n in names if n != r["layer"]], fp32)))
+            r["ap_only_quantized"] = ap_of(variant([u for u in units if u != r["layer"]]))
             r["ap_drop"] = round(ap_fp32 - r["ap_only_quantized"], 6)
         order = sorted(ranked[:int(opts["top_k"])], key=lambda r: -r["ap_recovered"]) + \
             ranked[int(opts["top_k"]):]
         kept, ap_cur, steps = greedy_recipe(
-            [r["layer"] for r in order],
-            lambda trial: ap_of(graphs.runner(qdq_graph.float_layers(model, trial, fp32))),
+            [r["layer"] for r in order], lambda trial: ap_of(variant(trial)),
             ap_fp32, ap_int8, float(opts["max_ap_drop"]), int(opts["max_float_layers"]))
-        chosen = [next(r for r in per if r["layer"] == k) for k in kept]
+        chosen = [x.record() for u in kept for x in units[u]]  # the recipe names nodes
     target_met = ap_fp32 - ap_cur <= opts["max_ap_drop"]
     recipe = {"float_layers": [x["layer"] for x in chosen],
               "layers": [{k: x[k] for k in ("layer", "op", "activations", "weights")} for x in chosen],
@@ -211,7 +219,8 @@ def run(job: Job) -> Result:
               "max_float_layers": opts["max_float_layers"], "target_met": target_met,
               "note": "" if target_met else
               (f"AP drop {ap_fp32 - ap_cur:.4f} > max_ap_drop {opts['max_ap_drop']} with "
-               f"{len(chosen)} float layers (max_float_layers {opts['max_float_layers']}, "
+               f"{len(kept)} layer groups ({len(chosen)} nodes) in float (max_float_layers "
+               f"{opts['max_float_layers']}, "
                f"{len(order)} candidates)"),
               "consumers": recipe_terms(chosen), "steps": steps,
               "source": {"quantized": str(qpath), "float": str(fpath)}}
@@ -226,7 +235,8 @@ def run(job: Job) -> Result:
     wall = time.monotonic() - t0
     return Result(artifacts={"sensitivity": str(job.out_dir / "sensitivity.json"),
                              "recipe": str(job.out_dir / "recipe.json")},
-                  data={"quantized_layers": len(layers), "float_layers": recipe["float_layers"],
+                  data={"quantized_layers": len(layers), "layer_groups": len(units),
+                        "float_layers": recipe["float_layers"],
                         "AP_fp32": ap_fp32, "AP_int8": ap_int8, "AP_recipe": ap_cur,
                         "target_met": target_met, "top_layers": [
                             {k: r.get(k) for k in ("layer", "op", "error_recovered", "ap_recovered",

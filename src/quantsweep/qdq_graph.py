@@ -100,6 +100,31 @@ def quantized_layers(model: Any, fp32: Any | None = None) -> list[Layer]:
     return out
 
 
+def shared_groups(layers: list[Layer]) -> list[list[Layer]]:
+    """Layers grouped by the quantized activations they share: one Q/DQ pair read by several
+    nodes (a heatmap read by both a MaxPool and the Equal that compares with it) is removed for
+    all of them or for none, else the readers see two versions of one tensor."""
+    parent = list(range(len(layers)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[str, int] = {}
+    for i, layer in enumerate(layers):
+        for t in layer.activations:
+            if t in first:
+                parent[root(i)] = root(first[t])
+            else:
+                first[t] = i
+    groups: dict[int, list[Layer]] = {}
+    for i, layer in enumerate(layers):
+        groups.setdefault(root(i), []).append(layer)
+    return list(groups.values())
+
+
 def _dequantized(dq: Any, values: dict[str, np.ndarray]) -> np.ndarray:
     """The float value of a ``DequantizeLinear`` of constants: (x - zero_point) * scale."""
     x = values[dq.input[0]].astype(np.float32)
