@@ -246,3 +246,11 @@ def test_a_recipe_naming_nodes_the_graph_lacks_fails_the_recipe_cell(graphs, tmp
         quantize_run(job)
     assert err.value.reason_class == "recipe_mismatch"
     assert "['/other/toolset/Conv_7']" in err.value.message and str(recipe) in err.value.message
+
+
+def test_layers_reading_one_quantized_tensor_are_one_unit():
+    L = qdq_graph.Layer
+    layers = [L("maxpool", "MaxPool", activations=["hm"]), L("conv", "Conv", activations=["x"]),
+              L("equal", "Equal", activations=["hm", "pooled"]), L("mul", "Mul", activations=["pooled"])]
+    groups = [[x.name for x in g] for g in qdq_graph.shared_groups(layers)]
+    assert groups == [["maxpool", "equal", "mul"], ["conv"]]

@@ -26,6 +26,13 @@ from typing import Any
 from quantsweep.job import Job, Result, Skip, tool_call
 from quantsweep.status import write_json_atomic
 
+# Quantizers whose own exclusion (nodes_to_exclude) of a node that is not a compute node
+# (Sigmoid, Shape...) leaves the Q/DQ pair in front of it in place, because that pair quantizes
+# the output of the compute node before it (ONNX Runtime's QDQ quantizer quantizes Conv
+# outputs): their recipes are made of units with a compute node only, so that the recipe the
+# quantizer applies is the graph the analysis measured. ModelOpt quantizes node inputs only.
+COMPUTE_UNITS_ONLY = ("ort-qdq", "ort-qdq-recipe")
+
 DEFAULTS = {"images": 8, "val_images": 50, "top_k": 5, "max_ap_drop": 0.005, "max_float_layers": 8}
 
 
@@ -174,7 +181,9 @@ def run(job: Job) -> Result:
         t_outputs = time.monotonic()
         per: list[dict[str, Any]] = []
         # the units of the analysis: layers sharing a quantized activation go together
-        units = {g[0].name: g for g in qdq_graph.shared_groups(layers)}
+        units = {g[0].name: g for g in qdq_graph.shared_groups(layers)
+                 if p["quantizer"] not in COMPUTE_UNITS_ONLY
+                 or any(x.op in qdq_graph.COMPUTE_OPS for x in g)}
 
         def nodes_of(labels: list[str]) -> list[str]:
             return [x.name for u in labels for x in units[u]]
