@@ -176,3 +176,25 @@ def test_modelopt_ptq_in_its_own_toolset(tmp_path: Path):
     assert q["data"]["tool"] == "nvidia-modelopt 0.47.0"
     assert q["data"]["quantize_nodes"] > 0 and not q["data"]["runtime_scales"]
     assert q["tool_versions"]["nvidia-modelopt"] == "0.47.0"
+
+
+def test_a_quantizer_that_drops_the_models_metadata_gets_it_back(tmp_path: Path):
+    """ModelOpt 0.47 writes its Q/DQ graph without the float graph's metadata, where Ultralytics
+    keeps the class names the evaluation maps (label_map: names) - measured on the YOLOv8n
+    example (a label_map_mismatch row before)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from quantsweep.quantize import keep_metadata
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    m = helper.make_model(g)
+    onnx.save(m, str(tmp_path / "q.onnx"))
+    helper.set_model_props(m, {"names": "{0: 'disc', 1: 'ring'}", "stride": "32"})
+    onnx.save(m, str(tmp_path / "f.onnx"))
+    assert keep_metadata(tmp_path / "f.onnx", tmp_path / "q.onnx") == ["names", "stride"]
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "q.onnx")).metadata_props}
+    assert meta["names"] == "{0: 'disc', 1: 'ring'}"
+    assert keep_metadata(tmp_path / "f.onnx", tmp_path / "q.onnx") == []  # nothing missing now

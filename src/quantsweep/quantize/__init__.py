@@ -44,6 +44,25 @@ def recipe_layers(job: Job, float_model: Path) -> tuple[list[str], dict[str, Any
     return list(recipe["float_layers"]), {**info, "file": str(path)}
 
 
+def keep_metadata(float_model: Path, quantized: Path) -> list[str]:
+    """The float graph's metadata (Ultralytics' class names, stride, task...) on the quantized
+    graph when the quantizer dropped it (ModelOpt 0.47 does): the evaluation reads the class
+    names there. Returns the keys put back."""
+    import onnx
+
+    src = {p.key: p.value for p in onnx.load(str(float_model), load_external_data=False).metadata_props}
+    q = onnx.load(str(quantized))
+    have = {p.key for p in q.metadata_props}
+    missing = [k for k in src if k not in have]
+    if missing:
+        onnx.helper.set_model_props(q, {**{p.key: p.value for p in q.metadata_props},
+                                        **{k: src[k] for k in missing}})
+        tmp = quantized.with_name(".meta-" + quantized.name)
+        onnx.save(q, str(tmp))
+        tmp.replace(quantized)
+    return missing
+
+
 def runtime_scale_findings(model: Any) -> list[dict[str, str]]:
     """Q/DQ scales computed at run time (field report 002: QAT with dynamic amax loses
     accuracy after export; TensorRT needs static scales): ``DynamicQuantizeLinear`` nodes, and
@@ -114,6 +133,7 @@ def run(job: Job) -> Result:
             info = modelopt_ptq.quantize(job, model, dst, exclude)
         if recipe:
             info["recipe"] = recipe
+        info["metadata_restored"] = keep_metadata(Path(model), dst)
         return Result(artifacts=arts,
                       data={"quantizer": job.params["quantizer"], **info, **qdq_summary(dst),
                             "quantize_s": round(time.monotonic() - t0, 3),
