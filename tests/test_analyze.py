@@ -254,3 +254,27 @@ def test_layers_reading_one_quantized_tensor_are_one_unit():
               L("equal", "Equal", activations=["hm", "pooled"]), L("mul", "Mul", activations=["pooled"])]
     groups = [[x.name for x in g] for g in qdq_graph.shared_groups(layers)]
     assert groups == [["maxpool", "equal", "mul"], ["conv"]]
+
+
+def test_recipe_rows_link_to_their_parent_in_the_summary_and_the_ledger():
+    import pandas as pd
+
+    from quantsweep.report.ledger import steps
+    from quantsweep.report.summary import add_recipe_links
+
+    base = {"model": "m", "toolset": "t", "opset": 13, "precision": "int8", "backend": "onnxruntime",
+            "status": "ok", "mode": "measured", "framework_AP": None}
+    rows = [{**base, "cell": "m/t/opset13/none/fp32/onnxruntime", "quantizer": "none", "precision": "fp32",
+             "AP": 0.488, "speedup_vs_fp32": 1.0},
+            {**base, "cell": "m/t/opset13/ort-qdq/int8/onnxruntime", "quantizer": "ort-qdq", "AP": 0.467,
+             "speedup_vs_fp32": 2.13, "latency_ms": 5.0},
+            {**base, "cell": "m/t/opset13/ort-qdq-recipe/int8/onnxruntime", "quantizer": "ort-qdq-recipe",
+             "AP": 0.4878, "speedup_vs_fp32": 1.95, "latency_ms": 10.0,  # timed under other load
+             "recipe_of": "m/t/opset13/ort-qdq/int8/onnxruntime", "recipe_float_layers": "a; b"}]
+    add_recipe_links(rows)
+    r = rows[2]
+    assert r["AP_delta_vs_parent"] == pytest.approx(0.0208)
+    assert r["speed_vs_parent"] == pytest.approx(1.95 / 2.13, abs=1e-3)  # from the paired speedups
+    step = next(s for s in steps(pd.DataFrame(rows)) if s["step"] == "INT8 ort-qdq -> INT8 + recipe on onnxruntime")
+    assert step["recovered_share"] == pytest.approx(0.0208 / 0.021, abs=1e-3)
+    assert step["int8_speedup_vs_fp32"] == 2.13 and step["speedup_vs_fp32"] == 1.95

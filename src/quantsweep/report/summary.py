@@ -147,8 +147,10 @@ def add_recipe_links(rows: list[dict[str, Any]]) -> None:
         if par is None or r.get("AP") is None or par.get("AP") is None:
             continue
         r["AP_delta_vs_parent"] = round(r["AP"] - par["AP"], 6)
-        if r.get("latency_ms") and par.get("latency_ms"):
-            r["speed_vs_parent"] = round(par["latency_ms"] / r["latency_ms"], 3)
+        # each speedup was timed against the same FP32 graph in its own interleaved rounds: their
+        # ratio holds even when the two latency runs saw different load on the machine
+        if r.get("speedup_vs_fp32") and par.get("speedup_vs_fp32"):
+            r["speed_vs_parent"] = round(r["speedup_vs_fp32"] / par["speedup_vs_fp32"], 3)
 
 
 def add_fp32_sibling(rows: list[dict[str, Any]]) -> None:
