@@ -48,8 +48,8 @@ def test_rerun_semantics(tmp_path: Path):
     cfg["models"]["demo-torch-onnx"]["preprocess"] = {"mean": [0.5, 0.5, 0.5]}
     write_config(tmp_path, cfg)
     r = snakemake(tmp_path)
-    assert jobs_run(r) == {"export": 1, "quantize": 1, "build": 1, "evaluate": 1, "summary": 1,
-                           "ledger": 1, "report": 1, "all": 1}, jobs_run(r)
+    assert jobs_run(r) == {"export": 1, "quantize": 1, "build": 1, "evaluate": 1, "latency": 1,
+                           "summary": 1, "ledger": 1, "report": 1, "all": 1}, jobs_run(r)
 
     # the evaluation score threshold: every evaluation, nothing upstream
     cfg["evaluate"] = {"score_threshold": 0.01}
@@ -63,7 +63,7 @@ def test_rerun_semantics(tmp_path: Path):
     write_config(tmp_path, cfg)
     r = snakemake(tmp_path)
     assert jobs_run(r) == {"toolset": 1, "export": 1, "quantize": 1, "build": 1, "evaluate": 1,
-                           "summary": 1, "ledger": 1, "report": 1, "all": 1}, jobs_run(r)
+                           "latency": 1, "summary": 1, "ledger": 1, "report": 1, "all": 1}, jobs_run(r)
     versions = (tmp_path / "results/toolsets/ort1.20/versions.txt").read_text()
     assert "six==" in versions
 

@@ -135,8 +135,8 @@ def render(df: Any, ledger: dict[str, Any]) -> str:
     import pandas as pd
 
     df = df.copy()
-    for c in ("AP", "latency_ms", "latency_iqr_ms"):
-        df[c] = pd.to_numeric(df[c], errors="coerce")
+    for c in ("AP", "latency_ms", "latency_iqr_ms"):  # a summary from before the latency stage
+        df[c] = pd.to_numeric(df[c], errors="coerce") if c in df else float("nan")
     counts = df["status"].value_counts().to_dict()
     parts = [f"<h1>quantsweep report</h1><p>{len(df)} cells: "
              + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
