@@ -56,14 +56,17 @@ class Layer:
                 "weights": self.weights, "outputs": self.outputs}
 
 
-def _output_pairs(graph: Any, tensor: str) -> list[tuple[Any, Any]]:
-    """The (QuantizeLinear, DequantizeLinear) pairs that quantize ``tensor`` right after the node
-    that makes it (a quantizer may quantize a layer's output as well as its inputs)."""
-    out = []
+def _pairs_by_tensor(graph: Any) -> dict[str, list[tuple[Any, Any]]]:
+    """tensor -> the (QuantizeLinear, DequantizeLinear) pairs that quantize it (a quantizer may
+    quantize a layer's output as well as its inputs); one pass over the graph."""
+    dqs: dict[str, list[Any]] = {}
+    for n in graph.node:
+        if n.op_type == "DequantizeLinear" and n.input:
+            dqs.setdefault(n.input[0], []).append(n)
+    out: dict[str, list[tuple[Any, Any]]] = {}
     for q in graph.node:
-        if q.op_type == "QuantizeLinear" and q.input and q.input[0] == tensor:
-            out += [(q, dq) for dq in graph.node
-                    if dq.op_type == "DequantizeLinear" and dq.input and dq.input[0] == q.output[0]]
+        if q.op_type == "QuantizeLinear" and q.input:
+            out.setdefault(q.input[0], []).extend((q, dq) for dq in dqs.get(q.output[0], []))
     return out
 
 
@@ -75,6 +78,7 @@ def quantized_layers(model: Any, fp32: Any | None = None) -> list[Layer]:
     consts = constants(g)
     producer = {o: n for n in g.node for o in n.output}
     fp_nodes = {n.name: n for n in fp32.graph.node} if fp32 is not None else {}
+    pairs = _pairs_by_tensor(g)
     out = []
     for n in g.node:
         if n.op_type in QDQ_OPS:
@@ -94,7 +98,7 @@ def quantized_layers(model: Any, fp32: Any | None = None) -> list[Layer]:
             if ref is not None and ref.op_type == n.op_type and idx < len(ref.input):
                 src = ref.input[idx]
             layer.weights.append(src)
-        layer.outputs = [o for o in n.output if _output_pairs(g, o)]
+        layer.outputs = [o for o in n.output if pairs.get(o)]
         if layer.quantized_inputs:
             out.append(layer)
     return out
@@ -151,10 +155,13 @@ def float_layers(model: Any, names: Iterable[str], fp32: Any | None = None) -> A
     m = copy.deepcopy(model)
     g = m.graph
     nodes = {n.name: n for n in g.node}
-    missing = sorted(want - {layer.name for layer in quantized_layers(m)})
+    producer = {o: n for n in g.node for o in n.output}
+    fed = {n.name for n in g.node if n.op_type not in QDQ_OPS
+           and any(getattr(producer.get(x), "op_type", "") == "DequantizeLinear" for x in n.input)}
+    missing = sorted(want - fed)  # the names quantized_layers would give, without the rest
     if missing:
         raise KeyError(missing)
-    producer = {o: n for n in g.node for o in n.output}
+    pairs = _pairs_by_tensor(g)
     consts = constants(g)
     inits = {i.name: i for i in g.initializer}
     fp_nodes = {n.name: n for n in fp32.graph.node} if fp32 is not None else {}
@@ -221,7 +228,7 @@ def float_layers(model: Any, names: Iterable[str], fp32: Any | None = None) -> A
                 inits[new] = t
             n.input[idx] = new
         for o in list(n.output):  # its outputs' Q/DQ: readers take the float output
-            for q, dq in _output_pairs(g, o):
+            for q, dq in pairs.get(o, []):
                 d, f = dq.output[0], float_of(q)
                 if d in {x.name for x in g.output}:  # keep the graph output's name
                     dq.op_type, dq.domain = "Identity", ""
