@@ -31,7 +31,7 @@ from quantsweep.status import write_json_atomic
 # the output of the compute node before it (ONNX Runtime's QDQ quantizer quantizes Conv
 # outputs): their recipes are made of units with a compute node only, so that the recipe the
 # quantizer applies is the graph the analysis measured. ModelOpt quantizes node inputs only.
-COMPUTE_UNITS_ONLY = ("ort-qdq", "ort-qdq-recipe")
+COMPUTE_UNITS_ONLY = ("ort-qdq",)
 
 DEFAULTS = {"images": 8, "val_images": 50, "top_k": 5, "max_ap_drop": 0.005, "max_float_layers": 8}
 
