@@ -109,3 +109,37 @@ def test_parity_matches_nms_outputs_as_rows_in_any_order():
     # no detection at all on both sides: nothing differs (and nothing breaks)
     empty = {"bbox": np.zeros((0, 6), np.float32), "bbox_num": np.array([0], np.int32)}
     assert row_distance(empty, dict(empty)) == 0.0
+
+
+def test_parity_leaves_out_boxes_that_near_tied_scores_swapped_at_a_cut():
+    """Seen on a barely trained demo: Paddle and ONNX Runtime kept different boxes of scores equal
+    to 3e-8 at the pre-NMS top-k, so the last kept box differs. That is no export error; a box
+    that moved, or many swapped boxes, still are."""
+    from quantsweep.export.parity import row_distance, score_ref
+
+    score = score_ref({"layout": "paddle_bbox", "bbox": 0, "bbox_num": 1})
+    assert score == (0, 1)
+    rng = np.random.default_rng(1)
+    n = 20
+    scores = np.sort(rng.uniform(0.1, 0.9, n))[::-1]
+    scores[15] = 0.2
+    boxes = rng.uniform(0, 300, (n, 4))
+    bbox = np.concatenate([np.zeros((n, 1)), scores[:, None], boxes], axis=1)
+    ref = {"bbox": bbox, "bbox_num": np.array([n], np.int32)}
+    # the candidate kept a second box of score 0.2 (+3e-8) and so lost the lowest-scored one
+    twin = np.array([[0, 0.2 + 3e-8, 5, 5, 9, 9]])
+    cand_bbox = np.concatenate([bbox[:16], twin, bbox[16:-1]])
+    cand = {"bbox": cand_bbox, "bbox_num": np.array([n], np.int32)}
+    assert row_distance(ref, cand) > 100  # without knowing the scores: a real difference
+    assert row_distance(ref, cand, score, 0.01) == pytest.approx(0.0, abs=1e-6)
+    # the same swap of a box whose score has no twin: an export error
+    alone = cand_bbox.copy()
+    alone[16, 1] = 0.21
+    assert row_distance(ref, {"bbox": alone, "bbox_num": np.array([n], np.int32)}, score, 0.01) > 100
+    # every score equal and the boxes all elsewhere: not ties at a cut but a broken graph
+    flat = bbox.copy()
+    flat[:, 1] = 0.5
+    moved = flat.copy()
+    moved[:, 2:] += 50
+    assert row_distance({"bbox": flat, "bbox_num": np.array([n], np.int32)},
+                        {"bbox": moved, "bbox_num": np.array([n], np.int32)}, score, 0.01) >= 50

@@ -140,7 +140,8 @@ def _bundle(a: argparse.Namespace) -> int:
 
     try:
         cfg = load_config(a.config)
-        cells = handoff.bundle(cfg, Path(cfg["results_dir"]), Path(a.output), a.cells or None)
+        cells = handoff.bundle(cfg, Path(cfg["results_dir"]), Path(a.output), a.cells or None,
+                               val_images=a.val_images)
     except (ConfigError, handoff.HandoffError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -159,17 +160,22 @@ def _ingest(a: argparse.Namespace) -> int:
 
     from quantsweep import handoff
     from quantsweep.config import ConfigError, load_config
+    from quantsweep.handoff.ingest import ingest
 
     try:
         cfg = load_config(a.config)
-        done = handoff.ingest(Path(a.bundle), Path(cfg["results_dir"]))
+        manifest = Path("resources") / "datasets" / cfg["dataset"]["name"] / "manifest.json"
+        done = ingest(Path(a.bundle), Path(cfg["results_dir"]), manifest)
     except (ConfigError, handoff.HandoffError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for cell, status in done.items():
-        print(f"{status:7} {cell}")
-    print(f"{len(done)} cells ingested; `snakemake --cores all` rewrites the summary with them"
-          if done else f"{a.bundle}: no cell has results in its out/ yet")
+    for cell, stages in done.cells.items():
+        print(f"{cell}: " + ", ".join(f"{stage} {status}" for stage, status in stages.items()))
+    for why in done.missing:
+        print(f"missing: {why}", file=sys.stderr)
+    print(f"{len(done.cells)} cells ingested, {len(done.missing)} results missing; "
+          f"`snakemake --cores all` rewrites the summary with them"
+          if done.cells else f"{a.bundle}: no cell has results in its out/ yet")
     return 0
 
 
@@ -291,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("cells", nargs="*", help="cell ids (default: every TensorRT cell)")
     b.add_argument("-o", "--output", required=True)
     b.add_argument("--config", default="config/config.yaml")
+    b.add_argument("--val-images", help="where the GPU host has the val images (not copied into "
+                                        "the bundle; their checksum is, and is checked on ingest)")
     b.set_defaults(func=_bundle)
     i = sub.add_parser("ingest", help="read a bundle's GPU results back into its cells")
     i.add_argument("bundle")

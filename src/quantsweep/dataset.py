@@ -252,3 +252,18 @@ def prepare(ds: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
 
 def load_manifest(path: str | Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def split_checksum(manifest: dict[str, Any], split: str = "val") -> str:
+    """sha256 of a split as the evaluation reads it: its annotation file and, in file-name
+    order, the name and bytes of every image it lists. A GPU host's ``metrics.json`` carries it,
+    so that AP scored on another split is refused when it comes back."""
+    import hashlib
+
+    entry = manifest["splits"][split]
+    ann = Path(entry["annotations"])
+    h = hashlib.sha256(ann.read_bytes())
+    for name in sorted(im["file_name"] for im in json.loads(ann.read_text())["images"]):
+        h.update(name.encode() + b"\0")
+        h.update((Path(entry["images"]) / name).read_bytes())
+    return h.hexdigest()

@@ -106,6 +106,7 @@ def env_hash(spec: dict[str, Any], pip: PipSettings, py_version: str) -> str:
         "packages": sorted(spec["packages"]) + sorted(RUNTIME_PACKAGES),
         **({"no_deps": sorted(spec["no_deps"])} if spec.get("no_deps") else {}),
         "index_url": spec.get("index_url"),
+        **({"extra_index_urls": spec["extra_index_urls"]} if spec.get("extra_index_urls") else {}),
         "find_links": spec.get("find_links", []),
         "pip": pip.as_dict(),
         "constraints": constraint_text,
@@ -120,7 +121,7 @@ def uv_install_args(spec: dict[str, Any], pip: PipSettings) -> list[str]:
     index = spec.get("index_url") or pip.index_url
     if index:
         args += ["--index-url", index]
-    for url in pip.extra_index_urls:
+    for url in [*spec.get("extra_index_urls", []), *pip.extra_index_urls]:
         args += ["--extra-index-url", url]
     for link in [*spec.get("find_links", []), *pip.find_links]:
         args += ["--find-links", link]

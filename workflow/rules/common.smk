@@ -11,6 +11,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # this clone's code, in
 from quantsweep import config as qcfg  # noqa: E402
 from quantsweep import codedigest, matrix, paths  # noqa: E402
 from quantsweep.export import FRAMEWORK_BACKEND  # noqa: E402  the backend of each framework source
+from quantsweep.export.parity import score_ref  # noqa: E402  where parity finds the scores
 from quantsweep.quantize import recipe_parent  # noqa: E402  a recipe cell's quantizer
 
 # Duplicate YAML keys are lost by the time Snakemake hands us `config`: re-read the files.
@@ -135,7 +136,9 @@ def export_params(w):
     # calib images through it); not the decoding, which does not change the exported graph
     keep = {k: spec[k] for k in ("name", "source", "path", "from", "paddle_format", "inputs",
                                  "outputs", "preprocess", "export") if k in spec}
-    parity = {**config["export"]["parity"], **spec["export"].get("parity", {})}
+    parity = {**config["export"]["parity"], **spec["export"].get("parity", {}),
+              # where the detections' scores are: near-tied boxes may swap at a top-k cut
+              "score": score_ref(spec.get("decode"))}
     return {"model_spec": keep, "opset": int(w.opset), "parity": parity,
             "dataset": dataset_params()}
 

@@ -67,22 +67,86 @@ def _rows(outs: dict[str, Any]) -> np.ndarray | None:
     return np.concatenate([a.reshape(a.shape[0], int(np.prod(a.shape[1:]))) for a in arrays], axis=1)
 
 
-def row_distance(ref: dict[str, Any], cand: dict[str, Any]) -> float | None:
+# where a decode layout keeps the detections' scores: (the decode key naming the output, the
+# column in it, or None for an output that is the scores itself). Data, so that the export
+# does not execute the decoder (quantsweep.codedigest).
+SCORE_AT = {"paddle_bbox": ("bbox", 1), "separate": ("scores", None), "rows": ("output", "score")}
+# scores this close are a tie: which of two near-tied boxes a top-k or NMS keeps is arbitrary
+TIE_EPS = 1e-6
+
+
+def score_ref(dec: dict[str, Any] | None) -> tuple[str | int, int | None] | None:
+    """(output name or position, column) of the detections' scores for a decode block."""
+    at = SCORE_AT.get((dec or {}).get("layout", ""))
+    if at is None or at[0] not in (dec or {}):
+        return None
+    col = at[1]
+    if isinstance(col, str):  # a named column of a rows table
+        cols = list((dec or {}).get("columns") or [])
+        if col not in cols:
+            return None
+        col = cols.index(col)
+    return dec[at[0]], col  # type: ignore[index]
+
+
+def _score_column(outs: dict[str, Any], score: tuple[str | int, int | None] | None,
+                  left_out: set[str]) -> int | None:
+    """The column of the scores in ``_rows`` of ``outs`` without the ``left_out`` (count)
+    outputs; a position in ``score`` counts every output, as the decode block does."""
+    if score is None:
+        return None
+    key, col = score
+    offset = 0
+    for pos, (name, v) in enumerate(outs.items()):
+        if name in left_out:
+            continue
+        a = np.asarray(v)
+        a = a[0] if a.ndim >= 2 and a.shape[0] == 1 else a
+        if name == key or pos == key:
+            return offset + (col or 0)
+        offset += int(np.prod(a.shape[1:])) if a.ndim else 1
+    return None
+
+
+def _explained_by_ties(a: np.ndarray, b: np.ndarray, ua: list[int], ub: list[int], s: int) -> bool:
+    """Rows left unmatched on both sides that near-ties of scores explain: each has a score
+    within ``TIE_EPS`` of another row's, or is among the lowest-scored rows of its table (the
+    ones a final top-k cut pushes out when the other side kept one tied box more)."""
+    if len(ua) != len(ub) or len(ua) > max(1, len(a) // 10):  # a few rows at a cut, not a broken graph
+        return False
+    scores = np.concatenate([a[:, s], b[:, s]])
+    for table, unmatched in ((a, ua), (b, ub)):
+        lowest = np.sort(table[:, s])[len(unmatched) - 1] if unmatched else -np.inf
+        for i in unmatched:
+            v = table[i, s]
+            if np.sum(np.abs(scores - v) <= TIE_EPS) < 2 and v > lowest:
+                return False
+    return True
+
+
+def row_distance(ref: dict[str, Any], cand: dict[str, Any],
+                 score: tuple[str | int, int | None] | None = None, tol: float = 0.0) -> float | None:
     """Largest |difference| between the detections of ``ref`` and ``cand`` matched as rows in any
     order (each reference row to its nearest unmatched candidate row); inf when the row counts
     differ; None when the outputs are not row tables. NMS exported to ONNX returns its kept boxes
-    grouped differently from the framework's eager order: a positional comparison fails there."""
+    grouped differently from the framework's eager order: a positional comparison fails there.
+    With ``score`` (where the scores are, ``score_ref``), pairs further apart than ``tol`` that
+    near-tied scores explain (``_explained_by_ties``: two runtimes kept different boxes of equal
+    score at a top-k or NMS cut) are left out of the distance."""
     # a count output beside the rows (PaddleDetection's bbox_num [B], num_dets [B,1]): one
     # value per image, compared as it is
     ref_counts = [np.asarray(v, np.float64) for v in ref.values() if np.asarray(v).size == 1]
     cand_counts = [np.asarray(v, np.float64) for v in cand.values() if np.asarray(v).size == 1]
+    counts: set[str] = set()
     if ref_counts and len(ref_counts) < len(ref):
         if len(ref_counts) != len(cand_counts):
             return None
         if any(float(x.ravel()[0]) != float(y.ravel()[0]) for x, y in zip(ref_counts, cand_counts, strict=True)):
             return float("inf")
-        ref = {k: v for k, v in ref.items() if np.asarray(v).size != 1}
-        cand = {k: v for k, v in cand.items() if np.asarray(v).size != 1}
+        counts = {k for k, v in ref.items() if np.asarray(v).size == 1}
+    s = _score_column(ref, score, counts)
+    ref = {k: v for k, v in ref.items() if k not in counts}
+    cand = {k: v for k, v in cand.items() if np.asarray(v).size != 1} if counts else cand
     a, b = _rows(ref), _rows(cand)
     if a is None or b is None or a.shape[1] != b.shape[1]:
         return None
@@ -91,11 +155,16 @@ def row_distance(ref: dict[str, Any], cand: dict[str, Any]) -> float | None:
     if not a.shape[0]:
         return 0.0
     dist = np.abs(a[:, None, :] - b[None, :, :]).max(axis=2)
-    worst, free = 0.0, np.ones(len(b), bool)
+    pairs, free = [], np.ones(len(b), bool)
     for i in np.argsort(dist.min(axis=1), kind="stable"):
         j = int(np.argmin(np.where(free, dist[i], np.inf)))
-        worst = max(worst, float(dist[i, j]))
+        pairs.append((int(i), j, float(dist[i, j])))
         free[j] = False
+    worst = max(d for _, _, d in pairs)
+    if worst > tol and s is not None:
+        far = [(i, j) for i, j, d in pairs if d > tol]
+        if _explained_by_ties(a, b, [i for i, _ in far], [j for _, j in far], s):
+            return max((d for _, _, d in pairs if d <= tol), default=0.0)
     return worst
 
 
@@ -104,6 +173,7 @@ def compare(reference: Any, candidate: Any, spec: dict[str, Any], manifest: dict
     """Run both on ``tolerance['images']`` calib images; outputs are matched by position (a
     framework's fetch names need not be the graph's output names)."""
     images = val_images(manifest, "calib", int(tolerance["images"]))
+    score = tuple(tolerance["score"]) if tolerance.get("score") else None  # export_params: score_ref
     stats: list[OutputStats] = []
     row_dist: list[float | None] = []
     for im, x, meta in iter_preprocessed(images, spec["preprocess"]):
@@ -120,7 +190,7 @@ def compare(reference: Any, candidate: Any, spec: dict[str, Any], manifest: dict
             stats = [OutputStats(r, c) for r, c in zip(ref, cand, strict=True)]
         for s, r, c in zip(stats, ref.values(), cand.values(), strict=True):
             s.add(np.asarray(r), np.asarray(c))
-        row_dist.append(row_distance(ref, cand))
+        row_dist.append(row_distance(ref, cand, score, float(tolerance["max_abs"])))
     outputs = [s.record() for s in stats]
     problems = []
     for o in outputs:

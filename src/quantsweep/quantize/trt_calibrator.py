@@ -16,19 +16,37 @@ from quantsweep.quantize.calibdata import calib_feeds, onnx_bindings
 
 def quantize(job: Job, src: Path, out_dir: Path) -> dict[str, Any]:
     from quantsweep.backends import tensorrt_api
-    from quantsweep.backends.tensorrt_plan import BuildRequest, major
 
     ok, version = tensorrt_api.available()
     if not ok:
         raise Skip("missing_requirement", version)
-    if major(version) >= 11:
-        raise Skip("not_available", f"TensorRT {version} has no INT8 calibrators (removed in 11): "
-                                    f"quantize with explicit Q/DQ (ort-qdq, modelopt-ptq) instead")
+    refused = refusal(version)
+    if refused:
+        raise Skip("not_available", refused)
     opts = job.params.get("options", {})
-    algorithm = opts.get("algorithm", "EntropyCalibration2")
     manifest = json.loads(Path(job.params["dataset"]["manifest"]).read_text())
     feeds = calib_feeds(onnx_bindings(src), job.params["model_spec"], manifest,
                         int(job.params["calib_images"]))
+    return calibrate(src, feeds, opts.get("algorithm", "EntropyCalibration2"), out_dir, version)
+
+
+def refusal(version: str) -> str | None:
+    """Why TensorRT ``version`` cannot calibrate (None when it can)."""
+    from quantsweep.backends.tensorrt_plan import major
+
+    if major(version) >= 11:
+        return (f"TensorRT {version} has no INT8 calibrators (removed in 11): quantize with "
+                f"explicit Q/DQ (ort-qdq, modelopt-ptq) instead")
+    return None
+
+
+def calibrate(src: Path, feeds: list[dict[str, Any]], algorithm: str, out_dir: Path,
+              version: str) -> dict[str, Any]:
+    """TensorRT's calibration of ``src`` on ``feeds``: ``out_dir/calibration.cache`` (here, or on
+    the GPU host of a hand-off bundle)."""
+    from quantsweep.backends import tensorrt_api
+    from quantsweep.backends.tensorrt_plan import BuildRequest
+
     cache = out_dir / "calibration.cache"
     calibrator = tensorrt_api.DataCalibrator(feeds, algorithm, cache)
     t0 = time.monotonic()

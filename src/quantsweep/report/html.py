@@ -69,7 +69,7 @@ def heatmap(df: Any) -> str:
 def scatter(df: Any) -> str:
     """AP vs ONNX Runtime CPU latency (the latency stage: median, IQR as error bars), one colour
     per toolset; simulated points hollow."""
-    ok = df[(df.status == "ok") & df.AP.notna() & df.latency_ms.notna()]
+    ok = df[(df.status == "ok") & df.AP.notna() & df.latency_ms.notna() & _on_cpu(df)]
     fig, ax = _figure(7, 4.2)
     for k, (toolset, g) in enumerate(sorted(ok.groupby("toolset"), key=lambda t: t[0])):
         color = f"C{k % 10}"
@@ -84,6 +84,24 @@ def scatter(df: Any) -> str:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, ncol=2)
     return _svg(fig)
+
+
+def _on_cpu(df: Any) -> Any:
+    """Rows measured on this machine's CPU (not engines timed on a GPU host)."""
+    return df["gpu"].fillna("") == "" if "gpu" in df else df["status"] == df["status"]
+
+
+GPU_COLUMNS = ["cell", "device", "AP", "simulated_AP", "AP_delta_vs_simulated", "AP_delta_vs_fp32",
+               "latency_ms", "latency_iqr_ms", "speedup_vs_fp32"]
+
+
+def gpu_rows(df: Any) -> list[dict[str, Any]]:
+    """TensorRT engines measured on a GPU host (ingested), with their CPU estimate beside them."""
+    if "gpu" not in df:
+        return []
+    g = df[(df["gpu"].fillna("") != "") & df["AP"].notna()].astype(object)
+    return [{c: ("" if r.get(c) is None or r.get(c) != r.get(c) else r.get(c)) for c in GPU_COLUMNS}
+            for r in g.to_dict("records")]
 
 
 def waterfall(steps: list[dict[str, Any]], model: str, toolset: str, opset: int) -> str:
@@ -138,12 +156,22 @@ def render(df: Any, ledger: dict[str, Any]) -> str:
     for c in ("AP", "latency_ms", "latency_iqr_ms"):  # a summary from before the latency stage
         df[c] = pd.to_numeric(df[c], errors="coerce") if c in df else float("nan")
     counts = df["status"].value_counts().to_dict()
+    engines = gpu_rows(df)
+    where = ("TensorRT engines were measured on a GPU host and ingested from its hand-off bundle: "
+             f"{len(engines)} rows (device column), listed with their CPU estimate below"
+             if engines else "TensorRT itself was not run")
     parts = [f"<h1>quantsweep report</h1><p>{len(df)} cells: "
              + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
              + ". Hatched or hollow marks are <b>simulated</b> (TensorRT INT8 estimated on the CPU); "
-               "every other number was measured on this machine. TensorRT itself was not run.</p>",
+               f"every other number was measured on this machine. {where}.</p>",
              "<h2>Matrix: status and AP</h2>", heatmap(df),
-             "<h2>Accuracy vs latency</h2>", scatter(df), "<h2>Precision-loss ledger</h2>"]
+             "<h2>Accuracy vs latency</h2>", scatter(df)]
+    if engines:
+        parts += ["<h2>TensorRT on the GPU host vs its CPU estimate</h2><p>AP of each engine, the "
+                  "simulated AP of the same graph (tensorrt_sim) and their difference; latency of the "
+                  "engine on its GPU (median ms per image; trtexec's own timing for trtexec cells).</p>",
+                  _table(engines, GPU_COLUMNS)]
+    parts.append("<h2>Precision-loss ledger</h2>")
     steps = ledger.get("steps", [])
     chains = sorted({(s["model"], s["toolset"], s["opset"]) for s in steps
                      if not s["step"].startswith("framework")})

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 KEY = ["model", "toolset", "opset"]
+ENGINE_BACKENDS = ("tensorrt_api", "trtexec")  # TensorRT engines (built here, or on a GPU host)
 
 
 def _num(x: Any) -> float | None:
@@ -23,11 +24,25 @@ def _num(x: Any) -> float | None:
     return None if math.isnan(v) else v
 
 
+def _fp32_onnx(summary: Any, g: Any, model: str, opset: Any) -> Any:
+    """The ONNX FP32 row of a chain: on ONNX Runtime in its own toolset, else (a TensorRT
+    toolset, whose engines are built from a graph another toolset made) in any toolset."""
+    def fp32(rows: Any) -> Any:
+        return rows[(rows.quantizer == "none") & (rows.precision == "fp32") & (rows.backend == "onnxruntime")
+                    & rows["AP"].notna()]
+
+    own = fp32(g)
+    if len(own) or not g.backend.isin(ENGINE_BACKENDS).any():
+        return own
+    return fp32(summary[(summary.model == model) & (summary.opset == opset)])
+
+
 def steps(summary: Any) -> list[dict[str, Any]]:
-    """One step per link of each chain, with the AP on both sides and the change."""
+    """One step per link of each chain, with the AP on both sides and the change; for a
+    TensorRT engine whose CPU estimate exists, the step from the estimate to the engine."""
     out: list[dict[str, Any]] = []
     for (model, toolset, opset), g in summary.groupby(KEY, sort=True):
-        fp32 = g[(g.quantizer == "none") & (g.precision == "fp32") & (g.backend == "onnxruntime")]
+        fp32 = _fp32_onnx(summary, g, model, opset)
         onnx_ap = _num(fp32["AP"].iloc[0]) if len(fp32) else None
         fw_ap = _num(g["framework_AP"].dropna().iloc[0]) if g["framework_AP"].notna().any() else None
         base = {"model": model, "toolset": toolset, "opset": int(opset)}
@@ -39,12 +54,22 @@ def steps(summary: Any) -> list[dict[str, Any]]:
             continue
         for _, r in g.iterrows():
             ap = _num(r.get("AP"))
-            if r["precision"] == "fp32" and r["quantizer"] == "none" or ap is None:
+            if r["precision"] == "fp32" and r["quantizer"] == "none" and r["backend"] == "onnxruntime" \
+                    or ap is None:
                 continue
-            what = (f"INT8 {r['quantizer']} on {r['backend']}" if r["precision"] == "int8"
-                    else f"{r['precision'].upper()} on {r['backend']}")
-            out.append({**base, "step": f"ONNX FP32 -> {what}", "from_AP": onnx_ap, "to_AP": ap,
-                        "delta": round(ap - onnx_ap, 6), "mode": r["mode"], "to_cell": r["cell"]})
+            engine = r["backend"] in ENGINE_BACKENDS
+            what = (f"INT8 {r['quantizer']}" if r["precision"] == "int8" else r["precision"].upper()) \
+                + (f" TensorRT engine ({r['backend']}, {r.get('device')})" if engine else f" on {r['backend']}")
+            step = {**base, "step": f"ONNX FP32 -> {what}", "from_AP": onnx_ap, "to_AP": ap,
+                    "delta": round(ap - onnx_ap, 6), "mode": r["mode"], "to_cell": r["cell"]}
+            if fp32["cell"].iloc[0] not in set(g["cell"]):
+                step["from_cell"] = fp32["cell"].iloc[0]
+            out.append(step)
+            sim = _num(r.get("simulated_AP"))
+            if engine and sim is not None:
+                out.append({**base, "step": f"INT8 {r['quantizer']} simulated -> {what}", "from_AP": sim,
+                            "to_AP": ap, "delta": round(ap - sim, 6), "mode": r["mode"],
+                            "from_cell": r.get("simulated_sibling"), "to_cell": r["cell"]})
         out.extend(recipe_steps(g, base, onnx_ap))
     return out
 
@@ -165,7 +190,8 @@ def build_ledger(summary: Any, results: Path, specs: dict[str, Any], manifest: d
     divergence = {}
     by_chain: dict[tuple[str, str, int], list[dict[str, Any]]] = {}
     for r in rows:
-        if r["step"].startswith("ONNX FP32 -> INT8") and r["mode"] == "measured":
+        if r["step"].startswith("ONNX FP32 -> INT8") and r["mode"] == "measured" \
+                and r["to_cell"].split("/")[-1] not in ENGINE_BACKENDS:  # graphs ONNX Runtime runs
             by_chain.setdefault((r["model"], r["toolset"], r["opset"]), []).append(r)
     for (model, toolset, opset), rs in by_chain.items():
         worst = min(rs, key=lambda r: r["delta"])
@@ -174,8 +200,9 @@ def build_ledger(summary: Any, results: Path, specs: dict[str, Any], manifest: d
         q, e = stage_status(results, "quantize", **axes), stage_status(results, "export", **axes)
         if q is None or e is None:
             continue
-        int8 = root / q["artifacts"].get("model", "")
-        fp32 = root / (q["artifacts"].get("float_model") or e["artifacts"].get("model", ""))
+        qa, ea = q.get("artifacts", {}), e.get("artifacts", {})
+        int8 = root / qa.get("model", "")
+        fp32 = root / (qa.get("float_model") or ea.get("model", ""))
         if not (int8.suffix == ".onnx" and fp32.suffix == ".onnx" and int8.exists() and fp32.exists()):
             continue
         try:

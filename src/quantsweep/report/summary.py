@@ -36,6 +36,10 @@ def cell_row(results: Path, cell: dict[str, Any]) -> dict[str, Any]:
     if parent:  # a recipe cell: its parent's analysis comes before its own quantize stage
         stages["analyze"] = stage_status(results, "analyze", **{**axes, "quantizer": parent})
         chain = (*CHAIN[:3], "analyze", *CHAIN[3:])
+    # stages a GPU host ran from a hand-off bundle (quantsweep.handoff.ingest) replace the ones
+    # that could not run here: the chain starts at the first of them
+    first = next((i for i, st in enumerate(chain) if (stages.get(st) or {}).get("ingested_from")), 0)
+    chain = chain[first:]
     root = None
     for stage in chain:
         rec = stages[stage]
@@ -62,7 +66,8 @@ def cell_row(results: Path, cell: dict[str, Any]) -> dict[str, Any]:
     digests = [f"{s}:{r['code_digest']}" for s, r in stages.items() if r and r.get("code_digest")]
     row["code_digest"] = hashlib.sha256("\n".join(digests).encode()).hexdigest()[:12] if digests else ""
     row["device"] = ev["device"] if ev and ev["status"] == "ok" else ""
-    tv = (stages["toolset"] or {}).get("tool_versions", {})
+    tv = {**(stages["toolset"] or {}).get("tool_versions", {}),
+          **(stages["build"] or {}).get("tool_versions", {})}  # an ingested build names its TensorRT
     row["tool_versions"] = "; ".join(f"{k}={tv[k]}" for k in KEY_PACKAGES if k in tv)
     exp = stages["export"]
     if exp and exp["status"] in ("ok", "failed") and "exporter" in exp.get("data", {}):
@@ -88,9 +93,9 @@ def cell_row(results: Path, cell: dict[str, Any]) -> dict[str, Any]:
     lat = stage_status(results, "latency", **axes)
     if lat is not None:  # timed alone on the machine, against the FP32 graph (quantsweep.latency)
         row["latency_status"] = lat["status"]
-        if lat["status"] == "ok":
+        if lat["status"] == "ok":  # a GPU host's timing has no FP32 pair (add_fp32_sibling)
             for k in ("latency_ms", "latency_iqr_ms", "fp32_latency_ms", "speedup_vs_fp32"):
-                row[k] = lat["data"][k]
+                row[k] = lat["data"].get(k)
     b = stages["build"]
     if b and b["status"] == "ok" and b["device"] not in ("", "cpu"):
         # an engine built on a GPU (here, or on a GPU host and ingested from a hand-off bundle)
@@ -172,7 +177,12 @@ def add_fp32_sibling(rows: list[dict[str, Any]]) -> None:
             continue
         r["fp32_cell"] = sib["cell"]
         r["AP_delta_vs_fp32"] = round(r["AP"] - sib["AP"], 6)
-        # speedup_vs_fp32 is the latency stage's own: both graphs timed in the same rounds
+        # speedup_vs_fp32 is the latency stage's own (both graphs timed in the same rounds); an
+        # engine timed on a GPU host has none: the FP32 engine's latency on the same GPU
+        if r.get("speedup_vs_fp32") is None and r.get("gpu") and sib.get("gpu") == r["gpu"] \
+                and r.get("latency_ms") and sib.get("latency_ms"):
+            r["fp32_latency_ms"] = sib["latency_ms"]
+            r["speedup_vs_fp32"] = round(sib["latency_ms"] / r["latency_ms"], 3)
 
 
 def add_simulated_sibling(rows: list[dict[str, Any]]) -> None:
@@ -187,6 +197,8 @@ def add_simulated_sibling(rows: list[dict[str, Any]]) -> None:
             if sib is not None:
                 r["simulated_sibling"] = sib["cell"]
                 r["simulated_AP"] = sib.get("AP")
+                if r.get("AP") is not None and sib.get("AP") is not None:  # the estimate's error
+                    r["AP_delta_vs_simulated"] = round(r["AP"] - sib["AP"], 6)
 
 
 def fallback_row(failed: dict[str, Any], fb: dict[str, Any]) -> dict[str, Any]:
@@ -249,7 +261,7 @@ def build_summary(results: str | Path, plan: list[dict[str, Any]],
             "opset_written", "exporter", "export_s", "parity_ok", "parity_cosine", "parity_max_abs",
             "input_conversions", "tool_versions", "quantsweep_version", "code_digest",
             "gpu", "gpu_latency_ms", "gpu_throughput_qps",
-            "engine_from", "fallback_of", "simulated_sibling", "simulated_AP",
+            "engine_from", "fallback_of", "simulated_sibling", "simulated_AP", "AP_delta_vs_simulated",
             "recipe_of", "recipe_float_layers", "recipe_target_met", "recipe_note",
             "AP_delta_vs_parent", "speed_vs_parent", "analyze_status", "analyze_top_layers", "doctor",
             *[f"{s}_status" for s in CHAIN], "latency_status"]
