@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import debian
+
 DEFAULT_CONF = Path("/etc/slurm/slurm.conf")
 BINARIES = ("munged", "slurmctld", "slurmd", "sinfo", "squeue", "sbatch", "srun", "scontrol")
 
@@ -24,25 +26,13 @@ PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")  # Debian's
 
 
 def missing_binaries() -> list[str]:
-    return [b for b in BINARIES if not (shutil.which(b) or Path("/usr/sbin", b).exists())]
+    return debian.missing(BINARIES)
 
 
 def install() -> str | None:
     """Installs Debian's Slurm packages when they are missing. None when Slurm is there, else
     why it cannot be installed on this machine (not root, no apt-get)."""
-    if not missing_binaries():
-        return None
-    if not shutil.which("apt-get"):
-        return f"Slurm is not installed ({missing_binaries()}) and this machine has no apt-get"
-    if os.geteuid() != 0:
-        return f"Slurm is not installed ({missing_binaries()}) and installing it needs root"
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-qq"], env=env, check=True, capture_output=True)
-    r = subprocess.run(["apt-get", "install", "-y", "-qq", *PACKAGES], env=env, capture_output=True,
-                       text=True)
-    if r.returncode != 0 or missing_binaries():
-        raise RuntimeError(f"apt-get install {' '.join(PACKAGES)} failed:\n{r.stderr[-2000:]}")
-    return None
+    return debian.ensure(PACKAGES, BINARIES)
 
 
 def _exe(name: str) -> str:

@@ -129,8 +129,10 @@ def test_parity_is_recorded_for_every_ok_export(sweep: Path):
         assert par["ok"] and par["images"] == 2  # the tiny calib split
         assert par["tolerance"] == {"images": 8, "max_abs": 0.01, "min_cosine": 0.9999}
         for out in par["outputs"]:
-            assert out["shape_match"] and out["cosine"] >= 0.9999 and out["max_abs"] <= 0.01
-            assert 0 <= out["mean_abs"] <= out["max_abs"]
+            assert out["shape_match"] and 0 <= out["mean_abs"] <= out["max_abs"]
+            # within tolerance by position, or (NMS outputs) the same detections in another order
+            assert (out["cosine"] >= 0.9999 and out["max_abs"] <= 0.01) or \
+                (par["matched"] == "as detection rows in any order" and par["rows_max_abs"] <= 0.01)
     assert n == 5  # paddle API and CLI, torch, dynamo at 18, the user directory
 
 

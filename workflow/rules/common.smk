@@ -136,11 +136,10 @@ def export_params(w):
     # calib images through it); not the decoding, which does not change the exported graph
     keep = {k: spec[k] for k in ("name", "source", "path", "from", "paddle_format", "inputs",
                                  "outputs", "preprocess", "export") if k in spec}
-    parity = {**config["export"]["parity"], **spec["export"].get("parity", {}),
-              # where the detections' scores are: near-tied boxes may swap at a top-k cut
-              "score": score_ref(spec.get("decode"))}
+    parity = {**config["export"]["parity"], **spec["export"].get("parity", {})}
     return {"model_spec": keep, "opset": int(w.opset), "parity": parity,
-            "dataset": dataset_params()}
+            # where parity finds the detections' scores: near-tied boxes may swap at a top-k cut
+            "parity_score": score_ref(spec.get("decode")), "dataset": dataset_params()}
 
 
 def framework_inputs(w):

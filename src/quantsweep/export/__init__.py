@@ -137,7 +137,7 @@ def check_parity(job: Job, spec: dict[str, Any], onnx_path: Path, src: Path | No
     with tool_call("runner_create", f"ONNX Runtime could not load the exported {onnx_path}"):
         candidate = make_runner("onnxruntime", str(onnx_path), {"threads": threads})
     t0 = time.monotonic()
-    rec = compare(reference, candidate, spec, manifest, job.params["parity"])
+    rec = compare(reference, candidate, spec, manifest, job.params["parity"], job.params.get("parity_score"))
     rec["parity_s"] = round(time.monotonic() - t0, 3)
     write_json_atomic(job.out_dir / "parity.json", rec)
     return rec

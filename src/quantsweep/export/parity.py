@@ -169,11 +169,12 @@ def row_distance(ref: dict[str, Any], cand: dict[str, Any],
 
 
 def compare(reference: Any, candidate: Any, spec: dict[str, Any], manifest: dict[str, Any],
-            tolerance: dict[str, Any]) -> dict[str, Any]:
+            tolerance: dict[str, Any], score: Any = None) -> dict[str, Any]:
     """Run both on ``tolerance['images']`` calib images; outputs are matched by position (a
-    framework's fetch names need not be the graph's output names)."""
+    framework's fetch names need not be the graph's output names). ``score``: where the
+    detections' scores are (``score_ref`` of the decode block), for the row matching."""
     images = val_images(manifest, "calib", int(tolerance["images"]))
-    score = tuple(tolerance["score"]) if tolerance.get("score") else None  # export_params: score_ref
+    score = tuple(score) if score else None
     stats: list[OutputStats] = []
     row_dist: list[float | None] = []
     for im, x, meta in iter_preprocessed(images, spec["preprocess"]):

@@ -1,0 +1,67 @@
+"""The same cell timed in three sweeps on 2 cores, each with other jobs pending beside it: the
+latency stage (every core to itself, so no job runs beside it) vs the evaluation loop's own
+timing (taken while other jobs share the machine). Prints each run's numbers and the spread of
+the three medians, (max - min) / median (target for the latency stage: <= 5%).
+
+Each sweep is `snakemake --cores 2 --forcerun export` on a small demo config (four opsets, FP32
+and ort-qdq INT8 each, so exports, quantizations, evaluations and latency jobs are all pending at
+once); the demo is trained once, before the first."""
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from conftest import tiny_config  # noqa: E402
+
+CELL = "demo-torch/torch2.13/opset13/ort-qdq/int8/onnxruntime"
+
+
+def config() -> dict:
+    cfg = tiny_config(
+        dataset={"name": "bench", "source": "synthetic", "synthetic": {"seed": 0, "train": 64, "calib": 16,
+                                                                       "val": 48}},
+        matrix=[{"models": ["demo-torch"], "toolsets": ["torch2.13"], "opsets": [11, 13, 16, 17]},
+                {"models": ["demo-torch"], "toolsets": ["torch2.13"], "opsets": [11, 13, 16, 17],
+                 "quantizers": ["ort-qdq"], "precisions": ["int8"]}],
+        quantize={"calib_images": 16}, latency={"images": 16, "rounds": 7, "warmup": 3})
+    cfg["demo"] = {**cfg["demo"], "steps": 40, "top_k": 100}
+    return cfg
+
+
+def sweep(d: Path, *extra: str) -> None:
+    subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(d),
+                    "--configfile", str(d / "config.yaml"), "--cores", "2", "--quiet", *extra],
+                   check=True, capture_output=True)
+
+
+def numbers(d: Path) -> tuple[float, float]:
+    cell = d / "results" / CELL
+    lat = json.loads((cell / "latency" / "status.json").read_text())["data"]["latency_ms"]
+    ev = json.loads((cell / "evaluate" / "status.json").read_text())["data"]["latency_ms_mean"]
+    return lat, ev
+
+
+def spread(xs: list[float]) -> float:
+    return (max(xs) - min(xs)) / statistics.median(xs)
+
+
+with tempfile.TemporaryDirectory() as tmp:
+    d = Path(tmp)
+    (d / "config.yaml").write_text(yaml.safe_dump(config(), sort_keys=False))
+    sweep(d)  # data, toolset env, training: once
+    runs = []
+    for i in range(3):
+        sweep(d, "--forcerun", "export")
+        runs.append(numbers(d))
+        print(f"sweep {i + 1}: latency stage {runs[-1][0]:.3f} ms/image   evaluation loop {runs[-1][1]:.3f} ms/image")
+lat, ev = [r[0] for r in runs], [r[1] for r in runs]
+print(f"{CELL}, 3 sweeps with --cores 2 and other jobs pending:")
+print(f"  latency stage:   spread of the medians {100 * spread(lat):.1f}% (target <= 5%)")
+print(f"  evaluation loop: spread {100 * spread(ev):.1f}%   (the latency stage's spread is "
+      f"{spread(lat) / spread(ev):.2f}x the evaluation loop's)")
