@@ -88,6 +88,25 @@ def jobs_run(r: subprocess.CompletedProcess) -> dict[str, int]:
     return counts
 
 
+# The suite runs on two pytest-xdist workers. Each test file is one unit of work (its module
+# fixtures are made once), the tests of the shared PaddleSlim sweep one more; the longest units
+# go first, each beside short ones, so that neither worker waits for the other at the end.
+LONGEST_FIRST = ("test_demo_floors.py", "test_sources.py", "test_config.py", "test_calib.py",
+                 "test_real_detectors.py", "test_slurm.py", "paddleslim", "test_export.py",
+                 "test_quantize.py", "test_handoff.py", "test_rerun.py", "test_paddledet.py")
+
+
+def _group(item: pytest.Item) -> str:
+    return "paddleslim" if "paddleslim_sweep" in getattr(item, "fixturenames", ()) else item.path.name
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {g: k for k, g in enumerate(LONGEST_FIRST)}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(_group(item)))
+    items.sort(key=lambda it: rank.get(_group(it), len(rank)))  # stable: the rest as collected
+
+
 @pytest.fixture
 def tiny(tmp_path: Path) -> Path:
     write_config(tmp_path, tiny_config())

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shlex
 import shutil
 from dataclasses import dataclass
@@ -221,7 +222,7 @@ def _write_val(out: Path, man: dict[str, Any], val_images: str | None) -> dict[s
             (d / "images" / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(Path(val["images"]) / name, d / "images" / name)
     info = {"checksum": split_checksum(man, "val"), "annotations": "val/annotations.json",
-            "images": val_images or "val/images", "categories": man["categories"]}
+            "images": val_images or "val/images"}
     write_json_atomic(d / "manifest.json", {"categories": man["categories"], "splits": {
         "val": {"annotations": info["annotations"], "images": info["images"]}}, "checksum": info["checksum"]})
     return info
@@ -290,7 +291,7 @@ def _bundle(cfg: dict[str, Any], results: Path, out: Path, selected: list[str] |
     write_json_atomic(out / "manifest.json", {
         "format": FORMAT, "quantsweep_version": _version(), "code_digest": tree_digest(lib),
         "cells": {c: slug(c) for c in written}, "calibrations": {u: slug(u) for u in calibrations},
-        "left_out": missing, "val": {k: val[k] for k in ("checksum", "annotations", "images")}})
+        "left_out": missing, "val": val})
     write_text_atomic(out / "run_all.sh", _run_all(by_toolset, {
         t: [slug(u) for u, c in calibrations.items() if c["toolset"] == t] for t in by_toolset}))
     write_text_atomic(out / "README.md", _readme(written, sorted(by_toolset), val_images))
@@ -312,7 +313,7 @@ def requirements(toolset: dict[str, Any]) -> str:
     lines += [f"--extra-index-url {u}" for u in toolset.get("extra_index_urls", [])]
     lines += [f"--find-links {u}" for u in toolset.get("find_links", [])]
     pkgs = [str(p) for p in toolset.get("packages", [])]
-    have = {p.split("=")[0].split("<")[0].split(">")[0].split("[")[0].strip().lower() for p in pkgs}
+    have = {re.split(r"[\s<>=!~\[;]", p, maxsplit=1)[0].lower() for p in pkgs}
     pkgs += [p for p in GPU_EVAL_PACKAGES if p not in have]
     return "\n".join(lines + pkgs) + "\n"
 

@@ -66,10 +66,15 @@ def heatmap(df: Any) -> str:
     return _svg(fig)
 
 
-def scatter(df: Any) -> str:
-    """AP vs ONNX Runtime CPU latency (the latency stage: median, IQR as error bars), one colour
-    per toolset; simulated points hollow."""
-    ok = df[(df.status == "ok") & df.AP.notna() & df.latency_ms.notna() & _on_cpu(df)]
+CPU_AXIS = "latency per image, ms (ONNX Runtime CPU, this machine, timed alone; bars: IQR)"
+GPU_AXIS = "latency per image, ms (TensorRT engine on its GPU host; bars: IQR where timed by quantsweep)"
+
+
+def scatter(df: Any, on_gpu: bool = False) -> str:
+    """AP vs latency (the latency stage: median, IQR as error bars), one colour per toolset;
+    simulated points hollow. The CPU rows, or (``on_gpu``) the engines timed on a GPU host."""
+    where = ~_on_cpu(df) if on_gpu else _on_cpu(df)
+    ok = df[(df.status == "ok") & df.AP.notna() & df.latency_ms.notna() & where]
     fig, ax = _figure(7, 4.2)
     for k, (toolset, g) in enumerate(sorted(ok.groupby("toolset"), key=lambda t: t[0])):
         color = f"C{k % 10}"
@@ -79,7 +84,7 @@ def scatter(df: Any) -> str:
                             ecolor=color, elinewidth=0.8, alpha=0.7)
             ax.scatter(h.latency_ms, h.AP, s=28, label=f"{toolset}" + (" (simulated)" if simulated else ""),
                        facecolors="none" if simulated else color, edgecolors=color)
-    ax.set_xlabel("latency per image, ms (ONNX Runtime CPU, this machine, timed alone; bars: IQR)")
+    ax.set_xlabel(GPU_AXIS if on_gpu else CPU_AXIS)
     ax.set_ylabel("AP (COCO, val split)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, ncol=2)
@@ -170,7 +175,7 @@ def render(df: Any, ledger: dict[str, Any]) -> str:
         parts += ["<h2>TensorRT on the GPU host vs its CPU estimate</h2><p>AP of each engine, the "
                   "simulated AP of the same graph (tensorrt_sim) and their difference; latency of the "
                   "engine on its GPU (median ms per image; trtexec's own timing for trtexec cells).</p>",
-                  _table(engines, GPU_COLUMNS)]
+                  _table(engines, GPU_COLUMNS), scatter(df, on_gpu=True)]
     parts.append("<h2>Precision-loss ledger</h2>")
     steps = ledger.get("steps", [])
     chains = sorted({(s["model"], s["toolset"], s["opset"]) for s in steps
