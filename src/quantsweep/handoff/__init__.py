@@ -25,17 +25,17 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shlex
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from quantsweep import matrix
+from quantsweep.handoff import scripts
 from quantsweep.status import stage_status, write_json_atomic, write_text_atomic
 
 TRT_BACKENDS = ("tensorrt_api", "trtexec")
-OUT = "out"
+OUT = scripts.OUT  # each cell's results folder on the GPU host
 FORMAT = 2  # of manifest.json
 # what the GPU host's evaluation needs beside the toolset's own packages
 GPU_EVAL_PACKAGES = ("pillow", "pycocotools")
@@ -279,7 +279,7 @@ def _bundle(cfg: dict[str, Any], results: Path, out: Path, selected: list[str] |
         req = tensorrt_build_request(onnx, cell.precision, version, Path(OUT), opts, cache_path, qdq)
         spec["request"] = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(req).items()}
         spec["evaluate"] = _evaluation(cfg, cell)
-        write_text_atomic(d / "run.sh", _cell_script(spec, req, out / rel))
+        write_text_atomic(d / "run.sh", scripts.cell(spec, req, out / rel))
         write_json_atomic(d / "cell.json", spec)
         (d / "run.sh").chmod(0o755)
         by_toolset.setdefault(cell.toolset, []).append(slug(cell.id))
@@ -292,9 +292,9 @@ def _bundle(cfg: dict[str, Any], results: Path, out: Path, selected: list[str] |
         "format": FORMAT, "quantsweep_version": _version(), "code_digest": tree_digest(lib),
         "cells": {c: slug(c) for c in written}, "calibrations": {u: slug(u) for u in calibrations},
         "left_out": missing, "val": val})
-    write_text_atomic(out / "run_all.sh", _run_all(by_toolset, {
+    write_text_atomic(out / "run_all.sh", scripts.run_all(by_toolset, {
         t: [slug(u) for u, c in calibrations.items() if c["toolset"] == t] for t in by_toolset}))
-    write_text_atomic(out / "README.md", _readme(written, sorted(by_toolset), val_images))
+    write_text_atomic(out / "README.md", scripts.readme(written, sorted(by_toolset), val_images))
     return written
 
 
@@ -342,114 +342,14 @@ def _calibration(cfg: dict[str, Any], out: Path, files: _Writer, unit: str, cell
     d.mkdir(parents=True)
     if why:
         spec["refused"] = why
-        script = f"echo {shlex.quote('refused: ' + why)} >&2\nexit 3\n"
+        script = scripts.refused(why)
     else:
         n = int(cfg["quantize"]["calib_images"])
         model_spec = {"name": cell.model, **cfg["models"][cell.model]}
         spec["feeds"] = "../../" + files.calib_feeds(graph, model_spec, man, n)
         spec["calib_images"] = n
-        script = _python_step("calibrate")
+        script = scripts.python_step("calibrate")
     write_json_atomic(d / "cell.json", spec)
-    write_text_atomic(d / "run.sh", _script_head(unit) + script)
+    write_text_atomic(d / "run.sh", scripts.head(unit) + script)
     (d / "run.sh").chmod(0o755)
     return spec
-
-
-def _script_head(what: str) -> str:
-    return ("#!/bin/sh\n"
-            f"# {what}\n"
-            "cd \"$(dirname \"$0\")\" && mkdir -p out || exit 1\n"
-            "PY=${QUANTSWEEP_PYTHON:-python3}\n"
-            "PYTHONPATH=../../lib${PYTHONPATH:+:$PYTHONPATH}\nexport PYTHONPATH\n")
-
-
-def _python_step(verb: str) -> str:
-    return f"\"$PY\" -m quantsweep.handoff.gpu {verb} cell.json"
-
-
-def _cell_script(spec: dict[str, Any], req: Any, graph: Path) -> str:
-    """The cell's run.sh: build (trtexec's exact command, or the Python API), then evaluate and
-    time the engine. A refused cell only says why."""
-    from quantsweep.backends.tensorrt_plan import CommandError, graph_inputs, plan
-    from quantsweep.backends.trtexec import command
-
-    head = _script_head(spec["cell"])
-    if "refused" not in spec:
-        try:  # what the version cannot do; trtexec's line with the graph's real input names
-            plan(req)
-            line = shlex.join(command(req, inputs=graph_inputs(graph))) if spec["backend"] == "trtexec" else ""
-        except CommandError as exc:
-            spec["refused"] = str(exc)
-    if "refused" in spec:  # the version cannot build this cell: nothing to run
-        return head + f"echo {shlex.quote('refused: ' + spec['refused'])} >&2\nexit 3\n"
-    if spec["backend"] == "trtexec":
-        build = (f"{line} > {OUT}/trtexec.log 2>&1 || "
-                 f"{{ echo \"trtexec failed: $PWD/{OUT}/trtexec.log\" >&2; exit 1; }}\n")
-    else:
-        build = _python_step("build") + " || exit 1\n"
-    return head + build + _python_step("evaluate") + "\n"
-
-
-def _run_all(by_toolset: dict[str, list[str]], calibrations: dict[str, list[str]]) -> str:
-    blocks = []
-    for t, cells in by_toolset.items():
-        units = " ".join(f"calibrate/{u}" for u in calibrations.get(t, []))
-        dirs = " ".join(f"cells/{c}" for c in cells)
-        blocks.append(f"""
-if want {shlex.quote(t)}; then
-  if py=$(python_of {shlex.quote(t)}); then
-    for d in {units} {dirs}; do
-      QUANTSWEEP_PYTHON="$py" sh "$d/run.sh" || echo "$d: exit $?" >&2
-    done
-  fi
-fi""")
-    return f"""#!/bin/sh
-# Every cell of this bundle on a GPU host: per TensorRT toolset, an environment (envs/<toolset>,
-# made once from requirements-<toolset>.txt; or the interpreter QUANTSWEEP_PYTHON names), then
-# its calibrations and its cells. A failing cell does not stop the others.
-#   sh run_all.sh [toolset ...]      (default: every toolset)
-cd "$(dirname "$0")" || exit 1
-SELECTED="$*"
-want() {{ [ -z "$SELECTED" ] || case " $SELECTED " in *" $1 "*) ;; *) return 1;; esac; }}
-python_of() {{
-  if [ -n "$QUANTSWEEP_PYTHON" ]; then echo "$QUANTSWEEP_PYTHON"; return 0; fi
-  if [ ! -f "envs/$1/.complete" ]; then
-    python3 -m venv "envs/$1" && "envs/$1/bin/pip" install -r "requirements-$1.txt" >&2 \\
-      && touch "envs/$1/.complete" || {{ echo "$1: could not install requirements-$1.txt" >&2; return 1; }}
-  fi
-  echo "$PWD/envs/$1/bin/python"
-}}
-{"".join(blocks)}
-"""
-
-
-def _readme(cells: list[str], toolsets: list[str], val_images: str | None) -> str:
-    listed = "\n".join(f"- `{c}`" for c in cells)
-    where = (f"the val images are read from `{val_images}` on this host (checked against the "
-             f"sweep's checksum when they come back)" if val_images else
-             "the val split is in `val/`")
-    return f"""# quantsweep GPU hand-off bundle
-
-Every TensorRT cell of the sweep (toolsets {", ".join(toolsets)}). On a host with an NVIDIA GPU
-and Python 3:
-
-    sh run_all.sh                 # or: sh run_all.sh <toolset> ...
-
-For each toolset it creates `envs/<toolset>` from `requirements-<toolset>.txt` once (TensorRT's
-libraries come from https://pypi.nvidia.com, which the file names; set QUANTSWEEP_PYTHON to use
-an interpreter you prepared instead), runs TensorRT's own calibration for `trt-calibrator` cells
-(`calibrate/`), then each cell (`cells/<cell>/run.sh`): the exact `trtexec` command (log in
-`out/trtexec.log`) or the TensorRT Python-API build (`out/build_api.json`, `out/build.log`), then
-the engine's COCO evaluation with the sweep's own decoding and scoring (`out/detections.json`,
-`out/metrics.json`) and its timing (`out/latency.json`; trtexec's own timing for trtexec cells);
-{where}.
-
-Copy the folder back and run `quantsweep ingest <this folder>` in the sweep's directory: each
-cell's build, evaluation and latency become `mode: measured` on the GPU they ran on; then
-`snakemake --cores all` rewrites the summary, the ledger and the report with them.
-
-`cell.json` says which graph each cell builds (`graph_from`: the stage that made it) and how.
-
-Cells:
-{listed}
-"""
