@@ -61,12 +61,12 @@ def write_config(tmp: Path, cfg: dict) -> Path:
     return p
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True,
-              env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, check: bool = True, env: dict[str, str] | None = None,
+              timeout: float | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory",
            str(workdir), "--configfile", str(workdir / "config.yaml"), "--cores", "2", *args]
     r = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir,
-                       env={**os.environ, **env} if env else None)
+                       env={**os.environ, **env} if env else None, timeout=timeout)
     if check and r.returncode != 0:
         raise AssertionError(f"snakemake failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-5000:]}")
     return r
@@ -86,25 +86,6 @@ def jobs_run(r: subprocess.CompletedProcess) -> dict[str, int]:
     for m in re.finditer(r"^(?:local)?rule (\w+):", r.stderr + r.stdout, re.M):
         counts[m.group(1)] = counts.get(m.group(1), 0) + 1
     return counts
-
-
-# The suite runs on two pytest-xdist workers. Each test file is one unit of work (its module
-# fixtures are made once), the tests of the shared PaddleSlim sweep one more; the longest units
-# go first, each beside short ones, so that neither worker waits for the other at the end.
-LONGEST_FIRST = ("test_demo_floors.py", "test_sources.py", "test_config.py", "test_calib.py",
-                 "test_real_detectors.py", "test_slurm.py", "paddleslim", "test_export.py",
-                 "test_quantize.py", "test_handoff.py", "test_rerun.py", "test_paddledet.py")
-
-
-def _group(item: pytest.Item) -> str:
-    return "paddleslim" if "paddleslim_sweep" in getattr(item, "fixturenames", ()) else item.path.name
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    rank = {g: k for k, g in enumerate(LONGEST_FIRST)}
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(_group(item)))
-    items.sort(key=lambda it: rank.get(_group(it), len(rank)))  # stable: the rest as collected
 
 
 @pytest.fixture

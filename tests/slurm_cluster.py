@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,8 +40,8 @@ def _exe(name: str) -> str:
     return shutil.which(name) or str(Path("/usr/sbin", name))
 
 
-def write_conf(d: Path, cpus: int, mem_mb: int) -> Path:
-    spool = d / "spool"
+def write_conf(d: Path, cpus: int, mem_mb: int, spool: Path | None = None) -> Path:
+    spool = spool or d / "spool"
     (spool / "d").mkdir(parents=True, exist_ok=True)
     (spool / "ctld").mkdir(parents=True, exist_ok=True)
     conf = d / "slurm.conf"
@@ -82,7 +83,10 @@ def single_node(d: Path, cpus: int | None = None, mem_mb: int = 8000) -> Iterato
     """Yields the environment (SLURM_CONF) under which sbatch/squeue reach the cluster."""
     d.mkdir(parents=True, exist_ok=True)
     cpus = cpus or os.cpu_count() or 1
-    conf = write_conf(d, cpus, mem_mb)
+    # slurmstepd's Unix sockets live in the spool: their paths must stay under 108 bytes,
+    # which a pytest-xdist worker's tmp_path can pass
+    spool = Path(tempfile.mkdtemp(prefix="qs-slurm-", dir="/tmp"))
+    conf = write_conf(d, cpus, mem_mb, spool)
     saved = DEFAULT_CONF.read_bytes() if DEFAULT_CONF.exists() else None
     DEFAULT_CONF.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(conf, DEFAULT_CONF)
@@ -130,6 +134,7 @@ def single_node(d: Path, cpus: int | None = None, mem_mb: int = 8000) -> Iterato
                     time.sleep(0.1)
             except (ProcessLookupError, ValueError):
                 pass
+        shutil.rmtree(spool, ignore_errors=True)
         if saved is None:
             DEFAULT_CONF.unlink(missing_ok=True)
         else:

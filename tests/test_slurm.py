@@ -27,7 +27,8 @@ def test_slurm_profile_runs_the_sweep_like_one_machine(tmp_path: Path) -> None:
         write_config(d, tiny_config())
     snakemake(local)
     with single_node(tmp_path / "slurm") as env:
-        r = snakemake(cluster, "--profile", str(REPO / "profiles" / "slurm"), env=env)
+        # a job Slurm cannot launch stays pending ("launch failed requeued held"): bounded
+        r = snakemake(cluster, "--profile", str(REPO / "profiles" / "slurm"), env=env, timeout=1800)
     out = r.stdout + r.stderr
     submitted = re.findall(r"(?i)job \d+ has been submitted with SLURM jobid (\d+)", out)
     assert len(submitted) >= 5, out[-3000:]  # toolset, data, training, ... each a Slurm job
