@@ -42,9 +42,11 @@ def sweep(d: Path, *extra: str) -> None:
 
 def numbers(d: Path) -> tuple[float, float]:
     cell = d / "results" / CELL
-    lat = json.loads((cell / "latency" / "status.json").read_text())["data"]["latency_ms"]
-    ev = json.loads((cell / "evaluate" / "status.json").read_text())["data"]["latency_ms_mean"]
-    return lat, ev
+    recs = {s: json.loads((cell / s / "status.json").read_text()) for s in ("latency", "evaluate")}
+    for stage, rec in recs.items():
+        if rec["status"] != "ok":
+            sys.exit(f"{CELL} {stage}: {rec['status']} {rec['reason_class']}: {rec['message']}")
+    return recs["latency"]["data"]["latency_ms"], recs["evaluate"]["data"]["latency_ms_mean"]
 
 
 def spread(xs: list[float]) -> float:
