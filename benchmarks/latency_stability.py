@@ -30,7 +30,10 @@ def config() -> dict:
                 {"models": ["demo-torch"], "toolsets": ["torch2.13"], "opsets": [11, 13, 16, 17],
                  "quantizers": ["ort-qdq"], "precisions": ["int8"]}],
         quantize={"calib_images": 16}, latency={"images": 16, "rounds": 7, "warmup": 3})
-    cfg["demo"] = {**cfg["demo"], "steps": 40, "top_k": 100}
+    # trained enough, and a top-k small enough, that every kept slot is a real peak: at 40 steps
+    # and top_k 100 half the slots of an image score 0 and hold arbitrary boxes, which export
+    # parity (rightly strict about boxes) refuses
+    cfg["demo"] = {**cfg["demo"], "steps": 300, "top_k": 20}
     return cfg
 
 
