@@ -6,7 +6,6 @@ the three medians, (max - min) / median (target for the latency stage: <= 5%).
 Each sweep is `snakemake --cores 2 --forcerun export` on a small demo config (four opsets, FP32
 and ort-qdq INT8 each, so exports, quantizations, evaluations and latency jobs are all pending at
 once); the demo is trained once, before the first."""
-import json
 import statistics
 import subprocess
 import sys
@@ -18,6 +17,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 from conftest import tiny_config  # noqa: E402
+
+from quantsweep.status import read_status  # noqa: E402
 
 CELL = "demo-torch/torch2.13/opset13/ort-qdq/int8/onnxruntime"
 
@@ -45,7 +46,7 @@ def sweep(d: Path, *extra: str) -> None:
 
 def numbers(d: Path) -> tuple[float, float]:
     cell = d / "results" / CELL
-    recs = {s: json.loads((cell / s / "status.json").read_text()) for s in ("latency", "evaluate")}
+    recs = {s: read_status(cell / s / "status.json") for s in ("latency", "evaluate")}
     for stage, rec in recs.items():
         if rec["status"] != "ok":
             sys.exit(f"{CELL} {stage}: {rec['status']} {rec['reason_class']}: {rec['message']}")
