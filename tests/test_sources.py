@@ -68,6 +68,11 @@ MYDET = textwrap.dedent('''
 def _torch_python() -> str:
     env = ensure_env("torch2.13", TORCH_TOOLSET, ENVS)
     assert env.status == "ok", env.message[-2000:]
+    # the env was made with its bytecode compiled, so a stage's `import torch` reads it even
+    # where PYTHONDONTWRITEBYTECODE is set (as on CI) instead of compiling torch again
+    check = ("import importlib.util, os, torch; "
+             "assert os.path.exists(importlib.util.cache_from_source(torch.__file__)), torch.__file__")
+    subprocess.run([env.python, "-c", check], check=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
     return env.python
 
 
