@@ -83,3 +83,14 @@ def test_report_is_self_contained_and_labels_simulation() -> None:
     assert "out_of_memory" in page and "error:no_implementation" in page and "/backbone/conv3" in page
     assert "<script" not in page
     assert not re.search(r"(src|href)=[\"']https?://", page)  # nothing fetched from a network
+
+
+def test_a_ledger_of_framework_steps_only_says_so_under_its_heading() -> None:
+    df = summary_rows()
+    df = df[df.quantizer == "none"]  # FP32 cells only: the ledger's steps are framework -> ONNX
+    led = steps(df)
+    assert led and all(s["step"].startswith("framework") for s in led)
+    page = render(df, {"steps": led, "divergence": {}})
+    ledger_part = page.split("<h2>Precision-loss ledger</h2>", 1)[1].split("<h2>", 1)[0]
+    assert "No quantization or engine steps in this sweep" in ledger_part
+    assert "<svg" not in ledger_part

@@ -176,10 +176,13 @@ def render(df: Any, ledger: dict[str, Any]) -> str:
                   "simulated AP of the same graph (tensorrt_sim) and their difference; latency of the "
                   "engine on its GPU (median ms per image; trtexec's own timing for trtexec cells).</p>",
                   _table(engines, GPU_COLUMNS), scatter(df, on_gpu=True)]
-    parts.append("<h2>Precision-loss ledger</h2>")
     steps = ledger.get("steps", [])
     chains = sorted({(s["model"], s["toolset"], s["opset"]) for s in steps
                      if not s["step"].startswith("framework")})
+    parts.append("<h2>Precision-loss ledger</h2>")
+    if not chains:  # framework -> export steps only: no chain to draw, say so under the heading
+        parts.append("<p>No quantization or engine steps in this sweep: every step of the ledger "
+                     "is framework -> export (see the summary's AP_delta_vs_framework).</p>")
     for model, toolset, opset in chains:
         parts.append(f"<h3>{html.escape(model)} / {html.escape(toolset)} / opset{opset}</h3>")
         parts.append(waterfall(steps, model, toolset, opset))
