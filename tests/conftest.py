@@ -120,27 +120,3 @@ def paddleslim_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-
-# The default demo's floors sweep runs beside the other tests at nice 19 (tests/floors_sweep.py);
-# its test goes last and waits for it.
-FLOORS_KEY = pytest.StashKey["object"]()
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    from floors_sweep import TEST_ID
-
-    floors = [i for i in items if i.nodeid == TEST_ID]
-    items[:] = [i for i in items if i.nodeid != TEST_ID] + floors
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    from floors_sweep import TEST_ID, start
-
-    if not session.config.option.collectonly and any(i.nodeid == TEST_ID for i in session.items):
-        session.config.stash[FLOORS_KEY] = start()
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    sweep = session.config.stash.get(FLOORS_KEY, None)
-    if sweep is not None:
-        sweep.stop()
