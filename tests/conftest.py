@@ -119,4 +119,3 @@ def paddleslim_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     snakemake(root)
     return root
 
-
