@@ -31,3 +31,4 @@ rule all:
         f"{RESULTS}/summary.csv",
         f"{RESULTS}/ledger.json",
         f"{RESULTS}/report.html",
+        TREE,

@@ -9,12 +9,16 @@ import sys
 from pathlib import Path
 
 
-def _config(path: str) -> dict | None:
-    """The validated config, or None after printing the error."""
+DEFAULT_CONFIG = "config/config.yaml"
+
+
+def _config(path: str | list[str] | None) -> dict | None:
+    """The validated config (several files: read one over the other, as Snakemake's
+    ``--configfile`` does), or None after printing the error."""
     from quantsweep.config import ConfigError, load_config
 
     try:
-        return load_config(path)
+        return load_config(path or DEFAULT_CONFIG)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return None
@@ -43,13 +47,47 @@ def _check(a: argparse.Namespace) -> int:
     cfg = _config(a.config)
     if cfg is None:
         return 2
+    names = " + ".join(a.config or [DEFAULT_CONFIG])
     problems = [p for name, model in cfg["models"].items() for p in graph_problems(name, model)]
     if problems:
-        print(f"error: {a.config}: the models do not fit their graphs:\n  " + "\n  ".join(problems),
+        print(f"error: {names}: the models do not fit their graphs:\n  " + "\n  ".join(problems),
               file=sys.stderr)
         return 2
-    print(f"{a.config}: ok")
+    print(f"{names}: ok")
     return 0
+
+
+def _restore_command(files: list[str] | None, corrupt: list[str]) -> str:
+    """The snakemake command that remakes what verify found missing or corrupt."""
+    import shlex
+
+    cmd = ["snakemake", "--cores", "all"]
+    for f in files or []:
+        if Path(f) != Path(DEFAULT_CONFIG):  # the Snakefile reads config/config.yaml itself
+            cmd += ["--configfile", f]
+    if corrupt:
+        cmd += ["--forcerun", *corrupt]
+    return " ".join(shlex.quote(c) for c in cmd)
+
+
+def _verify(a: argparse.Namespace) -> int:
+    from quantsweep import tree
+
+    cfg = _config(a.config)
+    if cfg is None:
+        return 2
+    v = tree.verify(cfg, Path("."), cfg["results_dir"])
+    if a.clean and v.leftovers:
+        tree.remove_leftovers(v.leftovers)
+        print(f"deleted {len(v.leftovers)} leftover(s) of killed jobs", file=sys.stderr)
+        v.leftovers = []
+    if a.json:
+        import dataclasses
+
+        print(json.dumps({**dataclasses.asdict(v), "whole": v.whole}, indent=2))
+    else:
+        print(tree.format_verdict(v, _restore_command(a.config, [p for p, _ in v.corrupt])))
+    return 0 if v.whole else 1
 
 
 def _inspect_model(a: argparse.Namespace) -> int:
@@ -211,8 +249,12 @@ def _snapshot(a: argparse.Namespace) -> int:
 
     from quantsweep import snapshot
 
+    cfg = _config(a.config)
+    if cfg is None:
+        return 2
     try:
-        files = snapshot.snapshot(Path("."), a.remote)
+        files = snapshot.snapshot(Path("."), a.remote, cfg=cfg, force=a.force,
+                                  restore_cmd=_restore_command(a.config, []))
     except snapshot.SnapshotError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -242,16 +284,28 @@ def _restore(a: argparse.Namespace) -> int:
     return 0
 
 
+CONFIG_HELP = (f"a config file (default {DEFAULT_CONFIG}); given twice or more, the files are read one "
+               "over the other as snakemake --configfile merges them")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="quantsweep", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("cells", help="print the expanded matrix (cell, planned/excluded, reason)")
-    c.add_argument("--config", default="config/config.yaml")
+    c.add_argument("--config", action="append", help=CONFIG_HELP)
     c.add_argument("--format", choices=["table", "json"], default="table")
     c.set_defaults(func=_cells)
-    k = sub.add_parser("check-config", help="validate a config file")
-    k.add_argument("--config", default="config/config.yaml")
+    k = sub.add_parser("check-config", help="validate a config file (or several, merged)")
+    k.add_argument("--config", action="append", help=CONFIG_HELP)
     k.set_defaults(func=_check)
+    v = sub.add_parser("verify", help="is the results tree whole? every planned cell's stage files "
+                                      "present and readable, no incomplete jobs or leftovers, the "
+                                      "summary matching the cells; exit 1 listing the holes")
+    v.add_argument("--config", action="append", help=CONFIG_HELP)
+    v.add_argument("--json", action="store_true")
+    v.add_argument("--clean", action="store_true",
+                   help="delete the work directories and temporary files of killed jobs first")
+    v.set_defaults(func=_verify)
     im = sub.add_parser("inspect-model", help="an ONNX model's inputs/outputs, opset, metadata, the "
                                               "decode layout it fits and a models: block to paste")
     im.add_argument("file")
@@ -306,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     i.set_defaults(func=_ingest)
     sn = sub.add_parser("snapshot", help="dvc add/commit/push resources/ and results/")
     sn.add_argument("--remote", help="a DVC remote name, or a URL/path (default: the project's)")
+    sn.add_argument("--config", action="append", help=CONFIG_HELP + "; the tree is verified "
+                                                      "against it first")
+    sn.add_argument("--force", action="store_true", help="snapshot a tree that verify finds holes in")
     sn.set_defaults(func=_snapshot)
     rs = sub.add_parser("restore", help="dvc pull resources/ and results/ (of git REV), then "
                                         "snakemake --touch so that nothing recomputes")

@@ -9,7 +9,7 @@ value and what is allowed.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -357,9 +357,28 @@ DEFAULT_CATEGORIES = [
 ]
 
 
-def load_config(path: str | Path, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Read, validate and complete a config file."""
-    cfg = read_yaml(path)
+def merge_files(paths: Sequence[str | Path]) -> dict[str, Any]:
+    """Several config files read one over the other, as ``snakemake --configfile A --configfile
+    B`` merges them (Snakemake's own ``update_config``: mappings merge key by key, anything
+    else, lists included, is replaced)."""
+    from snakemake.utils import update_config
+
+    cfg: dict[str, Any] = {}
+    for p in paths:
+        layer = read_yaml(p)
+        if layer is None:
+            continue
+        if not isinstance(layer, dict):
+            raise ConfigError(f"{p}: a config file must be a mapping, not {type(layer).__name__}")
+        update_config(cfg, layer)
+    return cfg
+
+
+def load_config(path: str | Path | Sequence[str | Path],
+                overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Read, validate and complete a config file, or several read one over the other."""
+    files = [path] if isinstance(path, (str, Path)) else list(path)
+    cfg = merge_files(files)
     if overrides:
-        cfg = {**(cfg or {}), **overrides}
-    return validate_config(cfg, source=str(path))
+        cfg = {**cfg, **overrides}
+    return validate_config(cfg, source=" + ".join(map(str, files)))

@@ -96,13 +96,23 @@ def code_provenance() -> dict[str, Any]:
     return out
 
 
-def snapshot(root: Path, remote: str | None = None) -> list[str]:
+def snapshot(root: Path, remote: str | None = None, cfg: dict[str, Any] | None = None,
+             force: bool = False, restore_cmd: str = "snakemake --cores all") -> list[str]:
     """``results/snapshot.json`` (the code's git commit, see ``code_provenance``), then ``dvc
-    add``/``commit``/``push`` of resources/ and results/; on failure the file goes again."""
-    ensure_project(root)
+    add``/``commit``/``push`` of resources/ and results/; on failure the file goes again.
+    Given the sweep's config, the results tree is verified first (``quantsweep.tree``): a tree
+    with holes is refused unless ``force``."""
     present = [d for d in TRACKED if (root / d).is_dir()]
     if "results" not in present:
         raise SnapshotError(f"{root / 'results'}: nothing to snapshot (run the sweep first)")
+    if cfg is not None:
+        from quantsweep import tree
+
+        verdict = tree.verify(cfg, root, cfg.get("results_dir", "results"))
+        if not verdict.whole and not force:
+            raise SnapshotError("refusing to snapshot a results tree with holes (--force takes it "
+                                "as it is):\n" + tree.format_verdict(verdict, restore_cmd))
+    ensure_project(root)
     name = _resolve_remote(root, remote)
     record = root / "results" / SNAPSHOT_FILE
     write_json_atomic(record, {**code_provenance(), "taken": time.strftime("%Y-%m-%dT%H:%M:%S%z")})

@@ -134,6 +134,15 @@ def _run_streaming(cmd: list[str], env: dict[str, str], logfh: Any,
     return code, "".join(tail)
 
 
+def remove_leftovers(out_dir: Path, stage: str) -> None:
+    """The work directories and half-written temporary files (``status.write_bytes_atomic``) a
+    killed job of ``stage`` left in its output directory."""
+    for p in out_dir.glob(f".{stage}-work-*"):
+        shutil.rmtree(p, ignore_errors=True)
+    for p in out_dir.glob(".*.tmp"):
+        p.unlink(missing_ok=True)
+
+
 def run_stage(stage: str, cell: str, out_dir: Path, toolset_dir: Path | None,
               upstream: dict[str, Path], params: dict[str, Any], log: Path,
               declared: list[str], timeout: float, python: str | None = None,
@@ -171,7 +180,9 @@ def run_stage(stage: str, cell: str, out_dir: Path, toolset_dir: Path | None,
     if python is None:
         env = json.loads((toolset_dir / "env.json").read_text()) if toolset_dir else {}
         python = env.get("python") or sys.executable
-    # stale work from a killed run never counts
+    # stale work from a killed run never counts: Snakemake runs one job per output directory,
+    # so what a killed job of this stage left here is nobody's now
+    remove_leftovers(out_dir, stage)
     work = Path(tempfile.mkdtemp(prefix=f".{stage}-work-", dir=out_dir))
     try:
         job = {"stage": stage, "cell": cell, "out_dir": str(out_dir), "params": params,

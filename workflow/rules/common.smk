@@ -9,10 +9,10 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # this clone's code, installed or not
 
 from quantsweep import config as qcfg  # noqa: E402
-from quantsweep import codedigest, matrix, paths  # noqa: E402
+from quantsweep import codedigest, matrix, paths, tree  # noqa: E402
 from quantsweep.export import FRAMEWORK_BACKEND  # noqa: E402  the backend of each framework source
 from quantsweep.export.parity import score_ref  # noqa: E402  where parity finds the scores
-from quantsweep.quantize import recipe_parent  # noqa: E402  a recipe cell's quantizer
+from quantsweep.quantize import FRAMEWORK_QUANTIZERS, recipe_parent  # noqa: E402
 
 # Duplicate YAML keys are lost by the time Snakemake hands us `config`: re-read the files.
 for _cf in workflow.configfiles:
@@ -38,6 +38,9 @@ MANIFEST = f"{RESOURCES}/datasets/{DATASET}/manifest.json"
 CELLS = matrix.expand(config)
 PLANNED = [pc.cell for pc in CELLS if pc.status == "planned"]
 ANALYZED = matrix.analyzed(config)  # the quantized graphs of blocks with analyze: true
+# Every per-cell file of the plan: targets of `all`, so that one a killed run left missing is
+# remade (Snakemake does not remake a missing file whose downstream files are up to date)
+TREE = [e.path for e in tree.expected_files(config, RESULTS, RESOURCES)]
 from quantsweep.latency import CPU_BACKENDS as LATENCY_BACKENDS  # noqa: E402  timed here, alone
 try:  # the latency stage takes every core: no other job runs beside it (on a cluster, where
     # cores count jobs, at most this machine's CPUs per job)
@@ -85,7 +88,8 @@ def source_of(w):
 
 
 def spec(params):
-    """A stage's parameters as one JSON string. Kept apart from the paths in `stage_args`:
+    """Parameters as one canonical JSON string (sorted keys: the same config written in another
+    key order reruns nothing). A stage's are kept apart from the paths in `stage_args`:
     Snakemake's params rerun trigger ignores params derived from input/output files."""
     return json.dumps(params, sort_keys=True)
 
@@ -163,10 +167,6 @@ def framework_inputs(w):
     else:
         inp["train"] = f"{DEMO_DIR}/train/status.json"
     return inp
-
-
-# quantizers that work on the framework model rather than on the exported ONNX
-FRAMEWORK_QUANTIZERS = ("paddleslim-ptq", "torch-qat", "torch-qat-dynamic")
 
 
 def quantize_inputs(w):

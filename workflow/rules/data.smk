@@ -3,7 +3,7 @@ rule data:
     output:
         manifest=f"{RESOURCES}/datasets/{{dataset}}/manifest.json",
     params:
-        spec=lambda w: json.dumps(config["dataset"], sort_keys=True),
+        spec=lambda w: spec(config["dataset"]),
     log:
         "logs/data/{dataset}.log",
     shell:

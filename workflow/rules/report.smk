@@ -7,7 +7,7 @@ rule plan:
     output:
         f"{RESULTS}/plan.json",
     params:
-        cells=json.dumps([{**pc.cell.axes(), "cell": pc.cell.id, "status": pc.status,
+        cells=spec([{**pc.cell.axes(), "cell": pc.cell.id, "status": pc.status,
                            "reason": pc.reason} for pc in CELLS]),
     log:
         "logs/plan.log",
@@ -52,7 +52,7 @@ rule ledger:
         csv=report(f"{RESULTS}/ledger.csv", caption="../report/ledger.rst", category="Results"),
     params:
         code=code("ledger"),
-        specs=json.dumps({m: {k: v for k, v in model_spec(m).items() if k != "export"}
+        specs=spec({m: {k: v for k, v in model_spec(m).items() if k != "export"}
                           for m in sorted({c.model for c in PLANNED})}),
     log:
         "logs/ledger.log",

@@ -6,7 +6,7 @@ rule toolset:
         versions=P("toolset", "versions.txt"),
         env=P("toolset", "env.json"),
     params:
-        spec=lambda w: json.dumps(config["toolsets"][w.toolset], sort_keys=True),
+        spec=lambda w: spec(config["toolsets"][w.toolset]),
         envs=config["envs_dir"],
     resources:
         slurm_partition=lambda w: partition(""),

@@ -14,6 +14,8 @@ from quantsweep.job import Job, Result, Skip
 # analysis keeps in float; these quantizers take such a list (nodes_to_exclude).
 RECIPE_SUFFIX = "-recipe"
 RECIPE_QUANTIZERS = ("ort-qdq", "modelopt-ptq")
+# quantizers that work on the framework model rather than on the exported ONNX
+FRAMEWORK_QUANTIZERS = ("paddleslim-ptq", "torch-qat", "torch-qat-dynamic")
 
 
 def recipe_parent(quantizer: str) -> str | None:
