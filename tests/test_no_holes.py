@@ -263,3 +263,19 @@ def test_check_config_merges_files_as_snakemake_does(tmp_path: Path) -> None:
     bad.write_text("latency: {rounds: -1}\n")
     r = check("config/config.yaml", str(bad))
     assert r.returncode == 2 and "latency.rounds" in r.stderr and str(bad) in r.stderr
+
+
+def test_documented_check_config_commands_pass() -> None:
+    """Every `quantsweep check-config ...` command the README and the example configs show
+    validates as written."""
+    import re
+    import shlex
+
+    texts = [REPO / "README.md", *sorted((REPO / "config" / "examples").glob("*.yaml"))]
+    cmds = {m.group(0).strip("` ") for t in texts
+            for m in re.finditer(r"quantsweep check-config(?: --config [a-z][\w./-]*\.yaml)+", t.read_text())}
+    assert any(c.count("--config") > 1 for c in cmds), cmds
+    for cmd in sorted(cmds):
+        r = subprocess.run([sys.executable, "-m", "quantsweep.cli", *shlex.split(cmd)[1:]],
+                           cwd=REPO, capture_output=True, text=True)
+        assert r.returncode == 0, f"{cmd}: {r.stderr}"

@@ -8,7 +8,6 @@ import shutil
 import sys
 from pathlib import Path
 
-
 DEFAULT_CONFIG = "config/config.yaml"
 
 
