@@ -107,10 +107,6 @@ def _paddle(job: Job, weights: Path, meta: dict[str, Any], ref: Any) -> Result:
 
 def run(job: Job) -> Result:
     spec = job.params["model_spec"]
-    if spec["source"] == "paddle":  # a user's model: checked in place, not rebuilt
-        from quantsweep.export.paddle_export import adopt
-
-        return adopt(job)
     weights = job.artifact("train", "weights")
     meta = json.loads(job.artifact("train", "meta").read_text())
     with np.load(job.artifact("train", "reference")) as z:

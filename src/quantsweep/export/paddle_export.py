@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from quantsweep.backends.paddle_inference import MODEL_FILES, locate_model  # noqa: F401  (re-used)
-from quantsweep.job import Job, Result, ToolFailure, describe_exit, tool_call
+from quantsweep.job import Job, ToolFailure, describe_exit, tool_call
 
 CALIBRATION_FILE = "calibration.cache"
 
@@ -30,23 +30,6 @@ def check_format(model_file: Path, paddle_version: str) -> None:
 def set_pir_flag(model_file: Path) -> None:
     # must be set before paddle is imported; Paddle 3.x reads .json only with PIR on
     os.environ["FLAGS_enable_pir_api"] = "1" if model_file.suffix == ".json" else "0"
-
-
-def adopt(job: Job) -> Result:
-    """The framework stage of a user's Paddle model (or of another cell's): locate and check
-    it in this toolset's Paddle (no copy)."""
-    spec = job.params["model_spec"]
-    model_dir = (job.artifact("source_framework", "model") if "from" in spec
-                 else Path(spec["path"]))
-    model_file, _ = locate_model(model_dir)
-    set_pir_flag(model_file)
-    with tool_call("tool_missing", "importing paddle"):
-        import paddle
-    check_format(model_file, paddle.__version__)
-    return Result(backend="paddle_inference", artifacts={"model": str(model_dir)},
-                  data={"framework": "paddle", "version": paddle.__version__,
-                        "format": "pir" if model_file.suffix == ".json" else "legacy",
-                        "model_file": model_file.name})
 
 
 def _bool(v: bool) -> str:

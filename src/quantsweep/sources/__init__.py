@@ -12,7 +12,7 @@ from typing import Any
 FRAMEWORK: dict[str, str] = {
     "demo-torch": "quantsweep.demo.framework:run",
     "demo-paddle": "quantsweep.demo.framework:run",
-    "paddle": "quantsweep.demo.framework:run",
+    "paddle": "quantsweep.sources.paddle_source:framework",
     "torch": "quantsweep.sources.torch_source:framework",
     "ultralytics": "quantsweep.sources.ultralytics_source:framework",
 }
