@@ -105,7 +105,15 @@ def test_code_edits_rerun_exactly_the_stages_that_execute_that_code(tmp_path: Pa
     assert s.loc["none", "latency_ms"] != s.loc["none", "eval_latency_ms"]  # its own measurement
     lat = json.loads((work / "results/demo-torch/torch2.13/opset13/ort-qdq/int8/onnxruntime/latency/"
                       "status.json").read_text())
-    assert len(lat["data"]["rounds_ms"]["cell"]) == len(lat["data"]["rounds_ms"]["fp32"]) == 7
+    n = lat["data"]["latency_rounds"]
+    assert len(lat["data"]["rounds_ms"]["cell"]) == len(lat["data"]["rounds_ms"]["fp32"]) == n
+    assert 7 <= n <= 15 and lat["data"]["latency_stop"] == ("target_ci" if n < 15 else lat["data"]["latency_stop"])
+    # every latency in the summary carries its interval, its rounds and why they stopped
+    assert (s["latency_ci_low_ms"] <= s["latency_ms"]).all() and (s["latency_ms"] <= s["latency_ci_high_ms"]).all()
+    assert (s["speedup_ci_low"] <= s["speedup_vs_fp32"]).all() and (s["speedup_vs_fp32"] <= s["speedup_ci_high"]).all()
+    assert s["latency_rounds"].between(7, 15).all() and set(s["latency_stop"]) <= {"target_ci", "max_rounds"}
+    # the FP32 graph against itself is no win: its speedup interval holds 1.0
+    assert not s.loc["none", "speedup_significant"]
     # Snakemake's own report of the sweep: the summary, the ledger and quantsweep's page in it
     _smk(repo, work, "--report", str(work / "report.zip"))
     import zipfile

@@ -103,7 +103,7 @@ def test_dataset_with_no_images_or_no_categories_names_the_key():
     cfg = tiny_config()
     cfg["dataset"]["synthetic"]["val"] = 0
     msg = _err(cfg)
-    assert "dataset.synthetic.val" in msg and "value 0" in msg and "minimum 1" in msg
+    assert "dataset.synthetic.val" in msg and "value 0" in msg and "a number >= 1" in msg
     cfg = tiny_config()
     cfg["dataset"]["synthetic"]["categories"] = []
     msg = _err(cfg)

@@ -163,6 +163,8 @@ def _compare(a: argparse.Namespace) -> int:
         width = a.width if a.width is not None else \
             (shutil.get_terminal_size().columns if sys.stdout.isatty() else 0)
         print(cmp.render(table, a.format, width))
+        if a.format == "markdown" and any(str(v).endswith("(n.s.)") for v in table.to_numpy().ravel()):
+            print("\n(n.s.): not significant, the speedup's 95% interval contains 1.0x")
     except cmp.CompareError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -87,7 +87,8 @@ def _allowed(error: Any) -> str:
     if v == "required":
         return "the keys " + ", ".join(s["required"])
     if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        return f"{v} {s[v]}"
+        op = {"minimum": ">=", "maximum": "<=", "exclusiveMinimum": ">", "exclusiveMaximum": "<"}[v]
+        return f"a number {op} {s[v]}"
     if v in ("minItems", "maxItems", "minProperties", "minLength"):
         return f"{v} {s[v]}"
     if v == "anyOf":
@@ -165,6 +166,10 @@ def _cross_check(cfg: dict[str, Any], source: str) -> None:
             dup = sorted({str(v) for v in values if values.count(v) > 1})
             if dup:
                 problems.append(f"matrix[{i}].{key}: duplicate entries {', '.join(dup)}")
+    lat = cfg.get("latency", {})
+    if lat.get("max_rounds", 15) < lat.get("rounds", 7):
+        problems.append(f"latency.max_rounds: {lat['max_rounds']} is below latency.rounds "
+                        f"({lat['rounds']}), the rounds always taken")
     for i, rule in enumerate(cfg.get("exclude", [])):
         for axis, defined in (("model", models), ("toolset", toolsets)):
             vals = rule["match"].get(axis)

@@ -10,6 +10,7 @@ evaluation's ``images_per_s`` stays a separate, labelled throughput."""
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import time
 from collections.abc import Callable, Iterable
@@ -41,17 +42,75 @@ def pass_timer(infer: Callable[[Any], Any], feeds: list[Any]) -> Callable[[int |
 
 
 def interleaved_rounds(passes: dict[str, Callable[[int | None], float]], warmup: int,
-                       rounds: int) -> dict[str, list[float]]:
-    """``warmup`` one-feed passes of each, then ``rounds`` rounds, each timing one whole pass of
-    every entry in turn (what slows one round slows all of its entries)."""
+                       rounds: int, max_rounds: int | None = None,
+                       enough: Callable[[dict[str, list[float]]], bool] | None = None,
+                       ) -> dict[str, list[float]]:
+    """``warmup`` one-feed passes of each, then rounds, each timing one whole pass of every
+    entry in turn (what slows one round slows all of its entries): ``rounds`` of them, then
+    more while ``enough`` (asked after each round) says no, up to ``max_rounds``."""
     for one_pass in passes.values():
         for _ in range(warmup):
             one_pass(1)
     out: dict[str, list[float]] = {k: [] for k in passes}
-    for _ in range(rounds):
+    limit = max(rounds, max_rounds or rounds)
+    for n in range(1, limit + 1):
         for k, one_pass in passes.items():
             out[k].append(one_pass(None))
+        if n >= rounds and (enough is None or enough(out)):
+            break
     return out
+
+
+def median_ci(xs: Iterable[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """A distribution-free confidence interval of the median from order statistics: the
+    narrowest pair (x_(j), x_(n+1-j)) of the sorted values whose coverage, 1 - 2 P(B < j) with
+    B ~ Binomial(n, 1/2), is at least ``confidence``. Returns (low, high, coverage); with fewer
+    than 6 values no pair reaches 95%, and (min, max) comes with the coverage it has."""
+    s = sorted(xs)
+    n = len(s)
+    if n == 0:
+        raise ValueError("no values")
+    total = 2 ** n
+    j, cov = 1, 1 - 2 / total  # (min, max)
+    below = 1  # the sum of C(n, i) for i < j
+    for jj in range(2, (n + 1) // 2 + 1):
+        below += math.comb(n, jj - 1)
+        c = 1 - 2 * below / total
+        if c < confidence:
+            break
+        j, cov = jj, c
+    return s[j - 1], s[n - j], cov
+
+
+def rel_halfwidth(median: float, low: float, high: float) -> float:
+    """How far the interval reaches from the median, as a fraction of it."""
+    return max(median - low, high - median) / median if median > 0 else math.inf
+
+
+def summarise(rounds: dict[str, list[float]], confidence: float = 0.95) -> dict[str, Any]:
+    """The cell's latency and its speedup over the FP32 graph (medians of the rounds, and of
+    the per-round ratios), each with its confidence interval; ``significant``: the speedup's
+    interval does not contain 1.0 (a win, or a loss, that the rounds can tell from noise)."""
+    cell, ref = rounds["cell"], rounds["fp32"]
+    ratios = [f / c for f, c in zip(ref, cell, strict=True)]
+    med, sp = statistics.median(cell), statistics.median(ratios)
+    lo, hi, cov = median_ci(cell, confidence)
+    slo, shi, _ = median_ci(ratios, confidence)
+    return {"latency_ms": med, "latency_ci_low_ms": lo, "latency_ci_high_ms": hi,
+            "latency_ci_rel": rel_halfwidth(med, lo, hi), "ci_coverage": cov,
+            "fp32_latency_ms": statistics.median(ref), "speedup_vs_fp32": sp,
+            "speedup_ci_low": slo, "speedup_ci_high": shi, "speedup_ci_rel": rel_halfwidth(sp, slo, shi),
+            "speedup_significant": not (slo <= 1.0 <= shi), "rounds": len(cell)}
+
+
+def within_target(target: float, confidence: float = 0.95) -> Callable[[dict[str, list[float]]], bool]:
+    """Enough rounds: both the latency's and the speedup's interval reach no further than
+    ``target`` (a fraction) from their medians."""
+    def enough(rounds: dict[str, list[float]]) -> bool:
+        s = summarise(rounds, confidence)
+        return bool(s["latency_ci_rel"] <= target and s["speedup_ci_rel"] <= target)
+
+    return enough
 
 
 def spread(ms: Iterable[float]) -> dict[str, float]:
@@ -77,16 +136,29 @@ def run(job: Job) -> Result:
         graphs = {"cell": runner(model, threads), "fp32": runner(fp32, threads)}
     passes = {k: pass_timer(partial(graphs[k].session.run, None), [graphs[k].adapt(f) for f in raw])
               for k in ("fp32", "cell")}
+    target, max_rounds = float(opts["target_ci"]), int(opts["max_rounds"])
     with tool_call("inference", f"timing {model} against {fp32}"):
-        rounds = interleaved_rounds(passes, int(opts["warmup"]), int(opts["rounds"]))
+        rounds = interleaved_rounds(passes, int(opts["warmup"]), int(opts["rounds"]), max_rounds,
+                                    enough=within_target(target))
+    s = summarise(rounds)
+    met = s["latency_ci_rel"] <= target and s["speedup_ci_rel"] <= target
     cell, ref = spread(rounds["cell"]), spread(rounds["fp32"])
-    ratio = statistics.median(f / c for f, c in zip(rounds["fp32"], rounds["cell"], strict=True))
     built = job.inputs["build"]
     return Result(backend=built.get("backend", ""), mode=built.get("mode", "measured"),
-                  data={"latency_ms": round(cell["median"], 3),
+                  data={"latency_ms": round(s["latency_ms"], 3),
                         "latency_iqr_ms": round(cell["iqr"], 3),
-                        "fp32_latency_ms": round(ref["median"], 3),
+                        "latency_ci_low_ms": round(s["latency_ci_low_ms"], 3),
+                        "latency_ci_high_ms": round(s["latency_ci_high_ms"], 3),
+                        "fp32_latency_ms": round(s["fp32_latency_ms"], 3),
                         "fp32_latency_iqr_ms": round(ref["iqr"], 3),
-                        "speedup_vs_fp32": round(ratio, 3), "images": len(raw),
+                        "speedup_vs_fp32": round(s["speedup_vs_fp32"], 3),
+                        "speedup_ci_low": round(s["speedup_ci_low"], 3),
+                        "speedup_ci_high": round(s["speedup_ci_high"], 3),
+                        "speedup_significant": s["speedup_significant"],
+                        "ci_coverage": round(s["ci_coverage"], 4), "target_ci": target,
+                        "latency_rounds": s["rounds"],
+                        # why the stage stopped adding rounds
+                        "latency_stop": "target_ci" if met else "max_rounds",
+                        "images": len(raw),
                         "rounds_ms": {k: [round(x, 3) for x in v] for k, v in rounds.items()},
                         "threads": int(opts["threads"]), "graph": str(model), "fp32_graph": str(fp32)})

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from quantsweep.report import speedup_significant
+
 VALUES = ("AP", "AP50", "latency_ms", "speedup_vs_fp32", "AP_delta_vs_fp32", "status")
 KEY = ["model", "toolset", "opset", "quantizer", "precision", "backend"]
 
@@ -39,6 +41,8 @@ def _cell_text(row: Any, value: str) -> str:
     if v != v or v is None:  # NaN
         return ""
     text = f"{v:.4f}" if isinstance(v, float) else str(v)
+    if value == "speedup_vs_fp32" and speedup_significant(row) is False:
+        text += " (n.s.)"  # its 95% interval contains 1.0: no win the rounds can tell from noise
     return f"{text} (sim)" if row["mode"] == "simulated" else text
 
 

@@ -109,6 +109,27 @@ def gpu_rows(df: Any) -> list[dict[str, Any]]:
             for r in g.to_dict("records")]
 
 
+LATENCY_TABLE = ["cell", "mode", "latency ms [95% CI]", "rounds", "stopped at", "speedup vs FP32"]
+
+
+def latency_rows(df: Any) -> list[dict[str, Any]]:
+    """The rows the latency stage timed here, their intervals and significance spelled out."""
+    from quantsweep.report import speedup_text
+
+    if "latency_ci_low_ms" not in df:
+        return []
+    out = []
+    for r in df[df["latency_ms"].notna() & _on_cpu(df)].to_dict("records"):
+        lo, hi = r.get("latency_ci_low_ms"), r.get("latency_ci_high_ms")
+        ci = f" [{lo:.3f}, {hi:.3f}]" if lo == lo and hi == hi and lo is not None else ""
+        rounds = r.get("latency_rounds")
+        out.append({"cell": r["cell"], "mode": r["mode"], "latency ms [95% CI]": f"{r['latency_ms']:.3f}{ci}",
+                    "rounds": "" if rounds is None or rounds != rounds else int(rounds),
+                    "stopped at": r.get("latency_stop") if isinstance(r.get("latency_stop"), str) else "",
+                    "speedup vs FP32": speedup_text(r)})
+    return out
+
+
 def waterfall(steps: list[dict[str, Any]], model: str, toolset: str, opset: int) -> str:
     """Framework FP32 -> ONNX FP32 -> each INT8 variant: the AP change of every step."""
     chain = [s for s in steps if (s["model"], s["toolset"], s["opset"]) == (model, toolset, opset)]
@@ -176,6 +197,14 @@ def render(df: Any, ledger: dict[str, Any]) -> str:
                   "simulated AP of the same graph (tensorrt_sim) and their difference; latency of the "
                   "engine on its GPU (median ms per image; trtexec's own timing for trtexec cells).</p>",
                   _table(engines, GPU_COLUMNS), scatter(df, on_gpu=True)]
+    timed = latency_rows(df)
+    if timed:
+        parts += ["<h2>Speedups on this machine's CPU</h2><p>Each graph timed alone against its "
+                  "FP32 graph in interleaved rounds: medians with their 95% intervals (order "
+                  "statistics), the rounds taken and why the stage stopped (<code>target_ci</code> "
+                  "met, or <code>max_rounds</code>). A speedup whose interval contains 1.0x is "
+                  "<b>not significant</b>: no win the rounds can tell from noise.</p>",
+                  _table(timed, LATENCY_TABLE)]
     steps = ledger.get("steps", [])
     chains = sorted({(s["model"], s["toolset"], s["opset"]) for s in steps
                      if not s["step"].startswith("framework")})

@@ -20,6 +20,11 @@ KEY_PACKAGES = ("paddlepaddle", "paddle2onnx", "paddleslim", "torch", "onnx", "o
                 "tensorrt", "nvidia-modelopt", "numpy")
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR100")
 CHAIN = ("toolset", "framework", "export", "quantize", "build", "evaluate")
+# the latency stage's figures: medians with their 95% intervals, the rounds taken and why the
+# stage stopped adding rounds (quantsweep.latency)
+LATENCY_COLUMNS = ("latency_ms", "latency_iqr_ms", "latency_ci_low_ms", "latency_ci_high_ms",
+                   "latency_rounds", "latency_stop", "fp32_latency_ms", "speedup_vs_fp32",
+                   "speedup_ci_low", "speedup_ci_high", "speedup_significant")
 
 
 def cell_row(results: Path, cell: dict[str, Any]) -> dict[str, Any]:
@@ -94,7 +99,7 @@ def cell_row(results: Path, cell: dict[str, Any]) -> dict[str, Any]:
     if lat is not None:  # timed alone on the machine, against the FP32 graph (quantsweep.latency)
         row["latency_status"] = lat["status"]
         if lat["status"] == "ok":  # a GPU host's timing has no FP32 pair (add_fp32_sibling)
-            for k in ("latency_ms", "latency_iqr_ms", "fp32_latency_ms", "speedup_vs_fp32"):
+            for k in LATENCY_COLUMNS:
                 row[k] = lat["data"].get(k)
     b = stages["build"]
     if b and b["status"] == "ok" and b["device"] not in ("", "cpu"):
@@ -255,8 +260,8 @@ def build_summary(results: str | Path, plan: list[dict[str, Any]],
     add_recipe_links(rows)
     cols = ["cell", "model", "toolset", "opset", "quantizer", "precision", "backend", "status",
             "stage", "reason_class", "reason", "mode", "device", *METRICS, "framework_AP",
-            "AP_delta_vs_framework", "fp32_cell", "AP_delta_vs_fp32", "speedup_vs_fp32",
-            "latency_ms", "latency_iqr_ms", "fp32_latency_ms", "eval_latency_ms", "images_per_s",
+            "AP_delta_vs_framework", "fp32_cell", "AP_delta_vs_fp32", *LATENCY_COLUMNS,
+            "eval_latency_ms", "images_per_s",
             "model_bytes", "foreign_detections",
             "opset_written", "exporter", "export_s", "parity_ok", "parity_cosine", "parity_max_abs",
             "input_conversions", "tool_versions", "quantsweep_version", "code_digest",
