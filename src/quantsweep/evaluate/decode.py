@@ -249,25 +249,25 @@ def decode_yolo(outputs: dict[str, np.ndarray], dec: dict[str, Any], batch: int)
     t = _batch_first(_get(outputs, dec["output"], "output"), 3, "output",
                      "[B,4+nc,N] or [B,N,4+nc]", batch)
     transposed, nc = yolo_channels(t.shape, dec)
-    if not transposed:
+    if transposed:  # read channels first, as most exporters write them: [C, N] rows are contiguous
         t = t.transpose(0, 2, 1)
     nms = {"enabled": True, "iou": 0.7, "conf": 0.001, "pre_top_k": 30000, "max_det": 300,
            **(dec.get("nms") or {})}
     obj = 1 if dec.get("objectness") else 0
     out = []
     for i in range(batch):
-        cand = t[i]
-        cls = cand[:, 4 + obj:4 + obj + nc].astype(np.float32, copy=False)
+        cand = t[i]  # [C, N]
+        cls = cand[4 + obj:4 + obj + nc].astype(np.float32, copy=False)
         if dec.get("activation") == "sigmoid":
             cls = _sigmoid(cls)
-        labels = cls.argmax(axis=1)
-        scores = np.take_along_axis(cls, labels[:, None], axis=1)[:, 0]
+        labels = cls.argmax(axis=0)
+        scores = cls[labels, np.arange(cls.shape[1])]
         if obj:
-            o = cand[:, 4]
+            o = cand[4]
             scores = scores * (_sigmoid(o) if dec.get("activation") == "sigmoid" else o)
         keep = np.nonzero(scores >= nms["conf"])[0]
         keep = keep[np.argsort(-scores[keep], kind="stable")[:nms["pre_top_k"]]]
-        boxes = cand[keep, :4]
+        boxes = cand[:4, keep].T
         if nms["enabled"] and keep.size:
             sel = batched_nms(to_xyxy(boxes, dec["box_format"]), scores[keep], labels[keep], nms["iou"],
                               nms["max_det"])

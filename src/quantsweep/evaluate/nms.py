@@ -3,13 +3,29 @@
 IoU with a kept, higher-scoring box of the same class is greater than the threshold. Checked
 against torchvision in tests/test_real_detectors.py.
 
-Each step compares the kept box with the live boxes of its own class only (classes never
-suppress each other), and the walk stops once ``max_det`` boxes are kept: the first ``max_det``
-kept boxes are the same as those of a full NMS truncated to ``max_det``."""
+No Python loop per box: the boxes are taken in score order in blocks. A block's boxes are first
+checked against every box kept before it (one IoU matrix), then among themselves: with ``S`` the
+block's "i suppresses j" matrix (i before j, same class, IoU over the threshold), the greedy
+result is the one ``keep`` with ``keep[j] = alive[j] and not any(keep[i] and S[i, j])``; it is
+found by applying that rule to the whole block until nothing changes (each pass settles at
+least the next box in order, in practice all of them within a few passes). The walk stops once
+``max_det`` boxes are kept: the first ``max_det`` kept boxes are the same as those of a full
+NMS truncated to ``max_det``."""
 
 from __future__ import annotations
 
 import numpy as np
+
+BLOCK = 128  # boxes per block: the block's IoU matrix is BLOCK x BLOCK
+
+
+def _iou(a: np.ndarray, b: np.ndarray, area_a: np.ndarray, area_b: np.ndarray) -> np.ndarray:
+    """IoU matrix [len(a), len(b)] of x1,y1,x2,y2 boxes (0 where the union is empty)."""
+    w = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    h = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    inter = np.maximum(w, 0.0) * np.maximum(h, 0.0)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
 def batched_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
@@ -21,37 +37,29 @@ def batched_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
         return np.zeros(0, dtype=np.int64)
     order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
     b = boxes[order]
-    cls = np.asarray(classes).reshape(-1)[order]
+    cls = np.unique(np.asarray(classes).reshape(-1)[order], return_inverse=True)[1].reshape(-1)
     area = np.maximum(b[:, 2] - b[:, 0], 0.0) * np.maximum(b[:, 3] - b[:, 1], 0.0)
-    # ranks of each class, ascending (= by descending score)
-    srt = np.argsort(cls, kind="stable")
-    uniq, starts = np.unique(cls[srt], return_index=True)
-    by_class = dict(zip(uniq.tolist(), np.split(srt, starts[1:]), strict=True))
-    cls_list = cls.tolist()
-    alive = np.ones(n, dtype=bool)
-    keep: list[int] = []
     limit = n if max_det is None else max_det
-    k = 0
-    while len(keep) < limit:
-        rest = alive[k:]
-        if not rest.any():
+    kept = np.zeros(0, dtype=np.int64)  # positions in score order
+    for start in range(0, n, BLOCK):
+        if len(kept) >= limit:
             break
-        k += int(np.argmax(rest))  # the next live box in score order
-        keep.append(k)
-        alive[k] = False
-        group = by_class[cls_list[k]]
-        cand = group[np.searchsorted(group, k, side="right"):]
-        cand = cand[alive[cand]]
-        if cand.size:
-            bc = b[cand]
-            w = np.maximum(np.minimum(b[k, 2], bc[:, 2]) - np.maximum(b[k, 0], bc[:, 0]), 0.0)
-            h = np.maximum(np.minimum(b[k, 3], bc[:, 3]) - np.maximum(b[k, 1], bc[:, 1]), 0.0)
-            inter = w * h
-            union = area[k] + area[cand] - inter
-            iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-            alive[cand[iou > iou_threshold]] = False
-        k += 1
-        if k >= n:
-            break
-    return order[np.asarray(keep, dtype=np.int64)]
-
+        idx = np.arange(start, min(start + BLOCK, n))
+        alive = np.ones(len(idx), dtype=bool)
+        if len(kept):  # suppressed by a box kept in an earlier block
+            over = _iou(b[kept], b[idx], area[kept], area[idx]) > iou_threshold
+            alive &= ~(over & (cls[kept][:, None] == cls[idx][None, :])).any(axis=0)
+        live = idx[alive]
+        if live.size == 0:
+            continue
+        s = _iou(b[live], b[live], area[live], area[live]) > iou_threshold
+        s &= cls[live][:, None] == cls[live][None, :]
+        s = np.triu(s, k=1)  # only a higher-scoring box suppresses
+        keep = np.ones(live.size, dtype=bool)
+        while True:
+            new = ~(s & keep[:, None]).any(axis=0)
+            if np.array_equal(new, keep):
+                break
+            keep = new
+        kept = np.concatenate([kept, live[keep]])
+    return order[kept[:limit]]
