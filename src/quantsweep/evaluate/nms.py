@@ -57,7 +57,7 @@ def batched_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
         s = np.triu(s, k=1)  # only a higher-scoring box suppresses
         keep = np.ones(live.size, dtype=bool)
         while True:
-            new = ~(s & keep[:, None]).any(axis=0)
+            new: np.ndarray = ~(s & keep[:, None]).any(axis=0)
             if np.array_equal(new, keep):
                 break
             keep = new
