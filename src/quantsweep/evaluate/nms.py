@@ -55,7 +55,7 @@ def batched_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
         s = _iou(b[live], b[live], area[live], area[live]) > iou_threshold
         s &= cls[live][:, None] == cls[live][None, :]
         s = np.triu(s, k=1)  # only a higher-scoring box suppresses
-        keep = np.ones(live.size, dtype=bool)
+        keep: np.ndarray = np.ones(live.size, dtype=bool)
         while True:
             new: np.ndarray = ~(s & keep[:, None]).any(axis=0)
             if np.array_equal(new, keep):
