@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ from quantsweep.evaluate.decode import (
     to_detections,
     unmatched_names,
 )
-from quantsweep.evaluate.preprocess import build_feeds, iter_preprocessed, val_images
+from quantsweep.evaluate.preprocess import iter_feeds, val_images
 from quantsweep.job import Job, Result, ToolFailure, tool_call
 from quantsweep.status import write_json_atomic
 
@@ -56,25 +58,38 @@ def evaluate_runner(runner: Any, spec: dict[str, Any], manifest: dict[str, Any],
     dets: list[dict[str, Any]] = []
     foreign: dict[int, int] = {}
     infer_s = 0.0
-    t0 = time.monotonic()
-    for im, x, meta in iter_preprocessed(images, spec["preprocess"]):
-        feeds = build_feeds([x], [meta], spec["inputs"])
-        t1 = time.perf_counter()
-        with tool_call("inference", f"{spec.get('name', 'model')} on image {im['file_name']}"):
-            outs = runner.infer(feeds)
-        infer_s += time.perf_counter() - t1
+
+    def decode(im: dict[str, Any], meta: Any, outs: dict[str, Any]) -> list[dict[str, Any]]:
         try:
             per = split_outputs(outs, dec, 1)[0]
-            recs = to_detections(per, meta, im["id"], dec, cat_ids, ev["score_threshold"],
+            return to_detections(per, meta, im["id"], dec, cat_ids, ev["score_threshold"],
                                  ev["max_detections"])
         except DecodeError as exc:
             raise ToolFailure(exc.reason_class, f"decoding the outputs of image "
                               f"{im['file_name']}: {exc}") from None
+
+    def collect(recs: list[dict[str, Any]]) -> None:
         for r in recs:
             if r["category_id"] in dataset_ids:
                 dets.append(r)
             else:
                 foreign[r["category_id"]] = foreign.get(r["category_id"], 0) + 1
+
+    t0 = time.monotonic()
+    # images are preprocessed ahead in one thread and decoded behind in another, while the
+    # runner infers (ONNX Runtime releases the GIL): the loop runs at the runner's pace
+    with ThreadPoolExecutor(max_workers=1) as decoder:
+        pending: deque[Future[list[dict[str, Any]]]] = deque()
+        for im, meta, feeds in iter_feeds(images, spec["preprocess"], spec["inputs"]):
+            t1 = time.perf_counter()
+            with tool_call("inference", f"{spec.get('name', 'model')} on image {im['file_name']}"):
+                outs = runner.infer(feeds)
+            infer_s += time.perf_counter() - t1
+            pending.append(decoder.submit(decode, im, meta, outs))
+            while pending and pending[0].done():  # in image order; a decode error stops the loop
+                collect(pending.popleft().result())
+        while pending:
+            collect(pending.popleft().result())
     n_foreign = sum(foreign.values())
     if n_foreign and ev.get("foreign_categories", "drop") == "error":
         raise ToolFailure("foreign_categories", f"{n_foreign} detections name category ids the "

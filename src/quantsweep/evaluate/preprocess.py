@@ -4,7 +4,7 @@ parity, calibration and the analysis."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,6 +105,19 @@ def val_images(manifest: dict[str, Any], split: str, limit: int | None) -> list[
     return [{**im, "path": str(root / im["file_name"])} for im in images]
 
 
+def _prefetched(items: list[Any], work: Callable[[Any], Any], prefetch: int) -> Iterator[Any]:
+    """``work(item)`` for each item, in order, computed ahead in a worker thread."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = [pool.submit(work, it) for it in items[:prefetch]]
+        nxt = prefetch
+        while pending:
+            fut = pending.pop(0)
+            if nxt < len(items):
+                pending.append(pool.submit(work, items[nxt]))
+                nxt += 1
+            yield fut.result()
+
+
 def iter_preprocessed(images: list[dict[str, Any]], pre: dict[str, Any],
                       prefetch: int = 4) -> Iterator[tuple[dict[str, Any], np.ndarray, Meta]]:
     """Yield (image record, CHW array, meta); decoding runs ahead in a worker thread."""
@@ -113,12 +126,16 @@ def iter_preprocessed(images: list[dict[str, Any]], pre: dict[str, Any],
         x, meta = preprocess(load_image(im["path"]), pre)
         return im, x, meta
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = [pool.submit(work, im) for im in images[:prefetch]]
-        nxt = prefetch
-        while pending:
-            fut = pending.pop(0)
-            if nxt < len(images):
-                pending.append(pool.submit(work, images[nxt]))
-                nxt += 1
-            yield fut.result()
+    return _prefetched(images, work, prefetch)
+
+
+def iter_feeds(images: list[dict[str, Any]], pre: dict[str, Any], inputs: list[dict[str, Any]],
+               prefetch: int = 4) -> Iterator[tuple[dict[str, Any], Meta, dict[str, np.ndarray]]]:
+    """Yield (image record, meta, the model's feeds for that one image), made ahead in a worker
+    thread (image decoding, preprocessing and the batch-of-one feeds)."""
+
+    def work(im: dict[str, Any]) -> tuple[dict[str, Any], Meta, dict[str, np.ndarray]]:
+        x, meta = preprocess(load_image(im["path"]), pre)
+        return im, meta, build_feeds([x], [meta], inputs)
+
+    return _prefetched(images, work, prefetch)
