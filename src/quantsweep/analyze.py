@@ -17,7 +17,6 @@ graphs; the recipe cell it leads to is quantized, built and evaluated in the cel
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -76,23 +75,34 @@ def greedy_recipe(order: list[str], ap_of: Callable[[list[str]], float], ap_fp32
 
 
 class _Graphs:
-    """ONNX Runtime sessions of graph variants, written to a scratch folder."""
+    """ONNX Runtime sessions of graph variants (serialized in memory, never written)."""
 
-    def __init__(self, work: Path, threads: int):
-        self.work, self.threads, self.n = work, threads, 0
+    def __init__(self, threads: int):
+        self.threads, self.n = threads, 0
 
     def runner(self, model: Any) -> Any:
-        import onnx
-
         from quantsweep.backends import onnxruntime as ortb
 
         self.n += 1
-        path = self.work / f"variant{self.n}.onnx"
-        onnx.save(model, str(path))
-        try:
-            return ortb.runner(path, {"threads": self.threads})
-        finally:
-            path.unlink(missing_ok=True)
+        return ortb.runner(model.SerializeToString(), {"threads": self.threads})
+
+
+class _TopK:
+    """The sessions of the ``k`` best-ranked units so far (their AP is scored next): kept
+    instead of being built again; the others are let go as soon as they drop out."""
+
+    def __init__(self, k: int):
+        self.k = k
+        self.ranked: list[tuple[tuple[float, ...], int, str]] = []
+        self.runners: dict[str, tuple[Any, Any]] = {}
+
+    def offer(self, key: tuple[float, ...], label: str, runners: tuple[Any, Any]) -> None:
+        self.ranked.append((key, len(self.ranked), label))
+        self.ranked.sort()  # by key, then arrival: the order the final ranking sorts in
+        if any(lbl == label for _, _, lbl in self.ranked[:self.k]):
+            self.runners[label] = runners
+        for _, _, lbl in self.ranked[self.k:]:
+            self.runners.pop(lbl, None)
 
 
 def _compare(runner: Any, feeds: list[dict[str, Any]], ref: list[dict[str, Any]]) -> dict[str, Any]:
@@ -135,14 +145,18 @@ class _SubsetAP:
         self.seconds = 0.0
 
     def __call__(self, runner: Any) -> float:
+        return self.many({"": runner})[""]
+
+    def many(self, runners: dict[str, Any]) -> dict[str, float]:
+        """The AP of each runner, all of them run in one pass over the subset's images."""
         from quantsweep.evaluate.coco import score_detections
-        from quantsweep.evaluate.loop import evaluate_runner
+        from quantsweep.evaluate.loop import evaluate_runners
 
         t0 = time.monotonic()
-        dets, _ = evaluate_runner(runner, self.spec, self.manifest, self.ev, self.names)
-        ap = float(score_detections(dets, self.ann)["AP"])
+        res = evaluate_runners(runners, self.spec, self.manifest, self.ev, self.names)
+        aps = {k: float(score_detections(dets, self.ann)["AP"]) for k, (dets, _) in res.items()}
         self.seconds += time.monotonic() - t0
-        return ap
+        return aps
 
 
 def run(job: Job) -> Result:
@@ -168,58 +182,67 @@ def run(job: Job) -> Result:
     manifest = json.loads(Path(p["dataset"]["manifest"]).read_text())
     feeds = calib_feeds(onnx_bindings(Path(fpath)), p["model_spec"], manifest, int(opts["images"]))
     threads = int(p.get("threads", 1))
-    with tempfile.TemporaryDirectory(dir=job.out_dir) as tmp:
-        work = Path(tmp)
-        graphs = _Graphs(work, threads)
-        ap_of = _SubsetAP(job, Path(fpath), int(opts["val_images"]))
-        with tool_call("analysis_failed", f"running the FP32 graph {fpath}"):
-            ref_runner = graphs.runner(fp32)
-            ref = [ref_runner.infer(f) for f in feeds]  # the FP32 outputs, computed once
-        with tool_call("analysis_failed", f"running the quantized graph {qpath}"):
-            int8_runner = graphs.runner(model)
-            base = _compare(int8_runner, feeds, ref)
-        t_outputs = time.monotonic()
-        per: list[dict[str, Any]] = []
-        # the units of the analysis: layers sharing a quantized activation go together
-        units = {g[0].name: g for g in qdq_graph.shared_groups(layers)
-                 if p["quantizer"] not in COMPUTE_UNITS_ONLY
-                 or any(x.op in qdq_graph.COMPUTE_OPS for x in g)}
+    top_k = int(opts["top_k"])
+    graphs = _Graphs(threads)
+    ap_of = _SubsetAP(job, Path(fpath), int(opts["val_images"]))
+    with tool_call("analysis_failed", f"running the FP32 graph {fpath}"):
+        ref_runner = graphs.runner(fp32)
+        ref = [ref_runner.infer(f) for f in feeds]  # the FP32 outputs, computed once
+    with tool_call("analysis_failed", f"running the quantized graph {qpath}"):
+        int8_runner = graphs.runner(model)
+        base = _compare(int8_runner, feeds, ref)
+    t_outputs = time.monotonic()
+    per: list[dict[str, Any]] = []
+    # the units of the analysis: layers sharing a quantized activation go together
+    units = {g[0].name: g for g in qdq_graph.shared_groups(layers)
+             if p["quantizer"] not in COMPUTE_UNITS_ONLY
+             or any(x.op in qdq_graph.COMPUTE_OPS for x in g)}
 
-        def nodes_of(labels: list[str]) -> list[str]:
-            return [x.name for u in labels for x in units[u]]
+    def nodes_of(labels: list[str]) -> list[str]:
+        return [x.name for u in labels for x in units[u]]
 
-        def variant(labels: list[str]) -> Any:
-            return graphs.runner(qdq_graph.float_layers(model, nodes_of(labels), fp32))
+    def variant(labels: list[str]) -> Any:
+        return graphs.runner(qdq_graph.float_layers(model, nodes_of(labels), fp32))
 
-        for label, group in units.items():
-            others = [u for u in units if u != label]
-            with tool_call("analysis_failed", f"layer {label}: the graph with it in float"):
-                alone_float = _compare(variant([label]), feeds, ref)
-                alone_q = _compare(variant(others), feeds, ref)
-            per.append({"layer": label, "nodes": [x.name for x in group],
-                        "op": "+".join(dict.fromkeys(x.op for x in group)),
-                        "activations": sorted({t for x in group for t in x.activations}),
-                        "weights": [w for x in group for w in x.weights],
-                        "error_only_quantized": alone_q["error"],
-                        "error_only_float": alone_float["error"],
-                        "error_recovered": round(base["error"] - alone_float["error"], 9),
-                        "outputs_only_quantized": alone_q["outputs"]})
-        outputs_s = time.monotonic() - t_outputs
-        ap_fp32 = ap_of(ref_runner)
-        ap_int8 = ap_of(int8_runner)
-        # the layers whose float version brings the outputs closest to FP32, scored by AP
-        ranked = sorted(per, key=lambda r: (-r["error_recovered"], -r["error_only_quantized"]))
-        for r in ranked[:int(opts["top_k"])]:
-            r["ap_only_float"] = ap_of(variant([r["layer"]]))
-            r["ap_recovered"] = round(r["ap_only_float"] - ap_int8, 6)
-            r["ap_only_quantized"] = ap_of(variant([u for u in units if u != r["layer"]]))
-            r["ap_drop"] = round(ap_fp32 - r["ap_only_quantized"], 6)
-        order = sorted(ranked[:int(opts["top_k"])], key=lambda r: -r["ap_recovered"]) + \
-            ranked[int(opts["top_k"]):]
-        kept, ap_cur, steps = greedy_recipe(
-            [r["layer"] for r in order], lambda trial: ap_of(variant(trial)),
-            ap_fp32, ap_int8, float(opts["max_ap_drop"]), int(opts["max_float_layers"]))
-        chosen = [x.record() for u in kept for x in units[u]]  # the recipe names nodes
+    best = _TopK(top_k)
+    for label, group in units.items():
+        others = [u for u in units if u != label]
+        with tool_call("analysis_failed", f"layer {label}: the graph with it in float"):
+            float_runner, q_runner = variant([label]), variant(others)
+            alone_float = _compare(float_runner, feeds, ref)
+            alone_q = _compare(q_runner, feeds, ref)
+        recovered = round(base["error"] - alone_float["error"], 9)
+        best.offer((-recovered, -alone_q["error"]), label, (float_runner, q_runner))
+        per.append({"layer": label, "nodes": [x.name for x in group],
+                    "op": "+".join(dict.fromkeys(x.op for x in group)),
+                    "activations": sorted({t for x in group for t in x.activations}),
+                    "weights": [w for x in group for w in x.weights],
+                    "error_only_quantized": alone_q["error"],
+                    "error_only_float": alone_float["error"],
+                    "error_recovered": recovered,
+                    "outputs_only_quantized": alone_q["outputs"]})
+    outputs_s = time.monotonic() - t_outputs
+    # the layers whose float version brings the outputs closest to FP32, scored by AP: the
+    # FP32 and INT8 graphs and each candidate alone in float and alone quantized, all in one
+    # pass over the subset (their sessions kept from the output comparison)
+    ranked = sorted(per, key=lambda r: (-r["error_recovered"], -r["error_only_quantized"]))
+    scored = {"fp32": ref_runner, "int8": int8_runner}
+    for r in ranked[:top_k]:
+        scored[f"float:{r['layer']}"], scored[f"quantized:{r['layer']}"] = best.runners[r["layer"]]
+    with tool_call("analysis_failed", "scoring the candidates' AP"):
+        aps = ap_of.many(scored)
+    best.runners.clear()
+    ap_fp32, ap_int8 = aps["fp32"], aps["int8"]
+    for r in ranked[:top_k]:
+        r["ap_only_float"] = aps[f"float:{r['layer']}"]
+        r["ap_recovered"] = round(r["ap_only_float"] - ap_int8, 6)
+        r["ap_only_quantized"] = aps[f"quantized:{r['layer']}"]
+        r["ap_drop"] = round(ap_fp32 - r["ap_only_quantized"], 6)
+    order = sorted(ranked[:top_k], key=lambda r: -r["ap_recovered"]) + ranked[top_k:]
+    kept, ap_cur, steps = greedy_recipe(
+        [r["layer"] for r in order], lambda trial: ap_of(variant(trial)),
+        ap_fp32, ap_int8, float(opts["max_ap_drop"]), int(opts["max_float_layers"]))
+    chosen = [x.record() for u in kept for x in units[u]]  # the recipe names nodes
     target_met = ap_fp32 - ap_cur <= opts["max_ap_drop"]
     recipe = {"float_layers": [x["layer"] for x in chosen],
               "layers": [{k: x[k] for k in ("layer", "op", "activations", "weights")} for x in chosen],

@@ -22,7 +22,7 @@ def available() -> tuple[bool, str]:
     return True, ""
 
 
-def _session(model: str | Path, options: dict[str, Any]) -> Any:
+def _session(model: str | Path | bytes, options: dict[str, Any]) -> Any:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -36,7 +36,9 @@ def _session(model: str | Path, options: dict[str, Any]) -> Any:
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[level]
     providers = [p for p in options.get("providers", ["CPUExecutionProvider"])
                  if p in ort.get_available_providers()] or ["CPUExecutionProvider"]
-    return ort.InferenceSession(str(model), sess_options=so, providers=providers)
+    # a serialized model (bytes) is loaded as it is: graph variants need not touch the disk
+    return ort.InferenceSession(model if isinstance(model, bytes) else str(model), sess_options=so,
+                                providers=providers)
 
 
 def build(onnx_path: str | Path, precision: str, cache: str | Path | None, out_dir: str | Path,
@@ -55,7 +57,7 @@ def _bindings(sess: Any) -> list[Binding]:
 
 
 class Runner:
-    def __init__(self, model: str | Path, options: dict[str, Any]):
+    def __init__(self, model: str | Path | bytes, options: dict[str, Any]):
         self.session = _session(model, options)
         self.inputs = _bindings(self.session)
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -67,5 +69,5 @@ class Runner:
         return dict(zip(self.output_names, outs, strict=True))
 
 
-def runner(artifact: str | Path, options: dict[str, Any]) -> Runner:
+def runner(artifact: str | Path | bytes, options: dict[str, Any]) -> Runner:
     return Runner(artifact, options)

@@ -45,6 +45,15 @@ def evaluate_runner(runner: Any, spec: dict[str, Any], manifest: dict[str, Any],
     """Detections of the val split and the loop's numbers. A decode or label-map problem is a
     ToolFailure (a failed row); detections of categories the dataset lacks are dropped and
     counted (``foreign_detections``), or fail the row with ``foreign_categories: error``."""
+    return evaluate_runners({"": runner}, spec, manifest, ev, model_names)[""]
+
+
+def evaluate_runners(runners: dict[str, Any], spec: dict[str, Any], manifest: dict[str, Any],
+                     ev: dict[str, Any], model_names: list[str] | None = None
+                     ) -> dict[str, tuple[list[dict[str, Any]], dict[str, Any]]]:
+    """``evaluate_runner`` for several runners of the same model contract in one pass over the
+    images: each image is read and preprocessed once and run by every runner (the per-layer
+    analysis scores its candidate graphs so). Per runner: its detections and numbers."""
     images = val_images(manifest, "val", ev.get("max_images"))
     dec = spec["decode"]
     if dec.get("nms"):  # NMS keeps boxes in score order: the first max_detections are all we score
@@ -55,9 +64,9 @@ def evaluate_runner(runner: Any, spec: dict[str, Any], manifest: dict[str, Any],
     except DecodeError as exc:
         raise ToolFailure(exc.reason_class, str(exc)) from None
     dataset_ids = {c["id"] for c in manifest["categories"]}
-    dets: list[dict[str, Any]] = []
-    foreign: dict[int, int] = {}
-    infer_s = 0.0
+    dets: dict[str, list[dict[str, Any]]] = {k: [] for k in runners}
+    foreign: dict[str, dict[int, int]] = {k: {} for k in runners}
+    infer_s = dict.fromkeys(runners, 0.0)
 
     def decode(im: dict[str, Any], meta: Any, outs: dict[str, Any]) -> list[dict[str, Any]]:
         try:
@@ -68,46 +77,52 @@ def evaluate_runner(runner: Any, spec: dict[str, Any], manifest: dict[str, Any],
             raise ToolFailure(exc.reason_class, f"decoding the outputs of image "
                               f"{im['file_name']}: {exc}") from None
 
-    def collect(recs: list[dict[str, Any]]) -> None:
+    def collect(key: str, recs: list[dict[str, Any]]) -> None:
         for r in recs:
             if r["category_id"] in dataset_ids:
-                dets.append(r)
+                dets[key].append(r)
             else:
-                foreign[r["category_id"]] = foreign.get(r["category_id"], 0) + 1
+                foreign[key][r["category_id"]] = foreign[key].get(r["category_id"], 0) + 1
 
     t0 = time.monotonic()
     # images are preprocessed ahead in one thread and decoded behind in another, while the
-    # runner infers (ONNX Runtime releases the GIL): the loop runs at the runner's pace
+    # runners infer (ONNX Runtime releases the GIL): the loop runs at the runners' pace
     with ThreadPoolExecutor(max_workers=1) as decoder:
-        pending: deque[Future[list[dict[str, Any]]]] = deque()
+        pending: deque[tuple[str, Future[list[dict[str, Any]]]]] = deque()
         for im, meta, feeds in iter_feeds(images, spec["preprocess"], spec["inputs"]):
-            t1 = time.perf_counter()
-            with tool_call("inference", f"{spec.get('name', 'model')} on image {im['file_name']}"):
-                outs = runner.infer(feeds)
-            infer_s += time.perf_counter() - t1
-            pending.append(decoder.submit(decode, im, meta, outs))
-            while pending and pending[0].done():  # in image order; a decode error stops the loop
-                collect(pending.popleft().result())
+            for key, runner in runners.items():
+                t1 = time.perf_counter()
+                with tool_call("inference", f"{spec.get('name', 'model')} on image {im['file_name']}"):
+                    outs = runner.infer(feeds)
+                infer_s[key] += time.perf_counter() - t1
+                pending.append((key, decoder.submit(decode, im, meta, outs)))
+            while pending and pending[0][1].done():  # in order; a decode error stops the loop
+                key, fut = pending.popleft()
+                collect(key, fut.result())
         while pending:
-            collect(pending.popleft().result())
-    n_foreign = sum(foreign.values())
-    if n_foreign and ev.get("foreign_categories", "drop") == "error":
-        raise ToolFailure("foreign_categories", f"{n_foreign} detections name category ids the "
-                          f"dataset does not have: {sorted(foreign)[:10]} (label_map "
-                          f"{dec['label_map'] if isinstance(dec['label_map'], str) else 'list'}; "
-                          f"evaluate.foreign_categories: error)")
+            key, fut = pending.popleft()
+            collect(key, fut.result())
     wall = time.monotonic() - t0
     n = max(1, len(images))
-    conv = getattr(getattr(runner, "adapt", None), "conversions", {})
-    stats = {"images": len(images), "wall_s": round(wall, 3), "images_per_s": round(n / wall, 2),
-             "latency_ms_mean": round(1000 * infer_s / n, 3),
-             "input_conversions": [vars(c) for c in conv.values()],
-             "foreign_detections": n_foreign,
-             "foreign_category_ids": {str(k): v for k, v in sorted(foreign.items())}}
     unmatched = unmatched_names(dec["label_map"], model_names, manifest["categories"])
-    if unmatched:
-        stats["unmatched_class_names"] = unmatched
-    return dets, stats
+    out = {}
+    for key, runner in runners.items():
+        n_foreign = sum(foreign[key].values())
+        if n_foreign and ev.get("foreign_categories", "drop") == "error":
+            raise ToolFailure("foreign_categories", f"{n_foreign} detections name category ids the "
+                              f"dataset does not have: {sorted(foreign[key])[:10]} (label_map "
+                              f"{dec['label_map'] if isinstance(dec['label_map'], str) else 'list'}; "
+                              f"evaluate.foreign_categories: error)")
+        conv = getattr(getattr(runner, "adapt", None), "conversions", {})
+        stats = {"images": len(images), "wall_s": round(wall, 3), "images_per_s": round(n / wall, 2),
+                 "latency_ms_mean": round(1000 * infer_s[key] / n, 3),
+                 "input_conversions": [vars(c) for c in conv.values()],
+                 "foreign_detections": n_foreign,
+                 "foreign_category_ids": {str(k): v for k, v in sorted(foreign[key].items())}}
+        if unmatched:
+            stats["unmatched_class_names"] = unmatched
+        out[key] = (dets[key], stats)
+    return out
 
 
 def run(job: Job) -> Result:
