@@ -233,26 +233,20 @@ def verify(cfg: dict[str, Any], root: Path, results: str, resources: str = "reso
 
 def format_verdict(v: Verdict, restore: str) -> str:
     """The verdict for a person: what is missing, by owner, and the command that restores it."""
+    sections = [
+        ("missing file(s):", [f"{e.path}  ({e.stage} of {e.owner})" for e in v.missing]),
+        ("corrupt file(s):", [f"{p}: {why}" for p, why in v.corrupt]),
+        ("file(s) marked incomplete by Snakemake (a job that never finished):", v.incomplete),
+        ("leftover(s) of killed jobs (no result is in them; `quantsweep verify --clean` deletes "
+         "them, as the next run of their stage does):", v.leftovers),
+        ("summary row(s) that do not match their cell's files:", [f"{c}: {why}" for c, why in v.stale_rows]),
+        ("foreign cell(s) (not in this config's plan; left as they are):", v.foreign),
+    ]
     lines = []
-    if v.missing:
-        lines.append(f"{len(v.missing)} missing file(s):")
-        lines += [f"  {e.path}  ({e.stage} of {e.owner})" for e in v.missing]
-    if v.corrupt:
-        lines.append(f"{len(v.corrupt)} corrupt file(s):")
-        lines += [f"  {p}: {why}" for p, why in v.corrupt]
-    if v.incomplete:
-        lines.append(f"{len(v.incomplete)} file(s) marked incomplete by Snakemake (a job that never finished):")
-        lines += [f"  {p}" for p in v.incomplete]
-    if v.leftovers:
-        lines.append(f"{len(v.leftovers)} leftover(s) of killed jobs (no result is in them; "
-                     "`quantsweep verify --clean` deletes them, as the next run of their stage does):")
-        lines += [f"  {p}" for p in v.leftovers]
-    if v.stale_rows:
-        lines.append(f"{len(v.stale_rows)} summary row(s) that do not match their cell's files:")
-        lines += [f"  {c}: {why}" for c, why in v.stale_rows]
-    if v.foreign:
-        lines.append(f"{len(v.foreign)} foreign cell(s) (not in this config's plan; left as they are):")
-        lines += [f"  {c}" for c in v.foreign]
+    for title, items in sections:
+        if items:
+            lines.append(f"{len(items)} {title}")
+            lines += [f"  {x}" for x in items]
     if v.whole:
         lines.append(f"the results tree is whole: {v.checked} files of the plan present and readable")
     else:
