@@ -119,3 +119,35 @@ def paddleslim_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     snakemake(root)
     return root
 
+
+
+def int8_sweep_config() -> dict:
+    """Two models (a torch export, and the same graph run by another toolset), each at FP32 and
+    ORT INT8: 4 quantize, 4 build, 4 evaluate jobs."""
+    cfg = tiny_config()
+    cfg["toolsets"]["ort1.20"] = {"packages": [*ORT_TOOLSET["packages"], "sympy"]}
+    cfg["models"]["demo-torch-onnx"] = {
+        "source": "onnx", "from": {"model": "demo-torch", "toolset": "torch2.13"},
+        "inputs": [{"name": "images", "role": "image"},
+                   {"name": "orig_target_sizes", "role": "orig_size_wh"}],
+        "decode": {"layout": "separate", "boxes": "boxes", "scores": "scores", "labels": "labels"}}
+    cfg["matrix"] = [
+        {"models": ["demo-torch"], "toolsets": ["torch2.13"], "opsets": [13]},
+        {"models": ["demo-torch"], "toolsets": ["torch2.13"], "opsets": [13],
+         "quantizers": ["ort-qdq"], "precisions": ["int8"]},
+        {"models": ["demo-torch-onnx"], "toolsets": ["ort1.20"], "opsets": [13]},
+        {"models": ["demo-torch-onnx"], "toolsets": ["ort1.20"], "opsets": [13],
+         "quantizers": ["ort-qdq"], "precisions": ["int8"]},
+    ]
+    cfg["quantize"] = {"calib_images": 2}
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def int8_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real tiny sweep shared by the test files that read it (test_eval_loop) and those that
+    break and repair it (test_no_holes: each of its tests leaves it whole again)."""
+    root = tmp_path_factory.mktemp("int8sweep")
+    write_config(root, int8_sweep_config())
+    snakemake(root)
+    return root

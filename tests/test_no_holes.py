@@ -18,35 +18,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import ORT_TOOLSET, REPO, jobs_run, snakemake, tiny_config, write_config
+from conftest import REPO, jobs_run, snakemake
 
 from quantsweep import snapshot, tree
 from quantsweep.config import load_config
 
 AXES_AND_RESULT = ["cell", "status", "stage", "reason_class", "AP", "AP50", "AP75", "AR100"]
 EVAL = "results/{}/evaluate"
-
-
-def _config() -> dict:
-    """Two models (a torch export, and the same graph run by another toolset), each at FP32 and
-    ORT INT8: 4 quantize, 4 build, 4 evaluate jobs."""
-    cfg = tiny_config()
-    cfg["toolsets"]["ort1.20"] = {"packages": [*ORT_TOOLSET["packages"], "sympy"]}
-    cfg["models"]["demo-torch-onnx"] = {
-        "source": "onnx", "from": {"model": "demo-torch", "toolset": "torch2.13"},
-        "inputs": [{"name": "images", "role": "image"},
-                   {"name": "orig_target_sizes", "role": "orig_size_wh"}],
-        "decode": {"layout": "separate", "boxes": "boxes", "scores": "scores", "labels": "labels"}}
-    cfg["matrix"] = [
-        {"models": ["demo-torch"], "toolsets": ["torch2.13"], "opsets": [13]},
-        {"models": ["demo-torch"], "toolsets": ["torch2.13"], "opsets": [13],
-         "quantizers": ["ort-qdq"], "precisions": ["int8"]},
-        {"models": ["demo-torch-onnx"], "toolsets": ["ort1.20"], "opsets": [13]},
-        {"models": ["demo-torch-onnx"], "toolsets": ["ort1.20"], "opsets": [13],
-         "quantizers": ["ort-qdq"], "precisions": ["int8"]},
-    ]
-    cfg["quantize"] = {"calib_images": 2}
-    return cfg
 
 
 def _verify(root: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -64,16 +42,26 @@ def _results(root: Path) -> pd.DataFrame:
     return df
 
 
-@pytest.fixture(scope="module")
-def sweep(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, pd.DataFrame]:
-    """One clean tiny sweep, and its summary's result columns (the reference every repaired
-    tree must give again)."""
-    root = tmp_path_factory.mktemp("noholes")
-    write_config(root, _config())
-    snakemake(root)
-    clean = _results(root)
-    assert sorted(clean["status"]) == ["ok"] * 4, clean
-    return root, clean
+@pytest.fixture
+def sweep(int8_sweep: Path) -> tuple[Path, pd.DataFrame]:
+    """The session's tiny INT8 sweep (whole on entry, whole again at the end of each test), and
+    its summary's result columns as a clean sweep left them (every repaired tree must give
+    them again)."""
+    root = int8_sweep
+    if not tree.verify(load_config(root / "config.yaml"), root, "results").whole:
+        snakemake(root)
+    return root, _reference(root)
+
+
+_REFERENCE: dict[Path, pd.DataFrame] = {}
+
+
+def _reference(root: Path) -> pd.DataFrame:
+    if root not in _REFERENCE:
+        clean = _results(root)
+        assert sorted(clean["status"]) == ["ok"] * 4, clean
+        _REFERENCE[root] = clean
+    return _REFERENCE[root]
 
 
 def _stage_pids(root: Path, stage: str) -> list[int]:
