@@ -7,7 +7,9 @@ value) and the fix. The checks are the field reports this tool exists to catch:
 - 003 ``no_implementation``: TensorRT found no INT8 kernel for a (fused) layer;
 - 004 ``zero_boxes`` and the other detection checks: what the boxes say when AP collapses
   (all zero, normalized, xywh vs xyxy, class-id offset, constant scores), with the input dtype
-  conversions the runner made.
+  conversions the runner made;
+- ``KNOWN_FAILURES``: an upstream stage that failed the way a tool version is known to (e.g.
+  Paddle 3.x's legacy ``jit.save``), with the proven fix.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ def diagnose(results: Path, axes: dict[str, Any], annotations: Path | None = Non
     if all(r is None for _, r in recs.values()):
         raise DoctorError(f"{paths.cell_id(**axes)}: no status under {results}: run the sweep first")
     (qp, q), (bp, b), (ep, ev) = recs["quantize"], recs["build"], recs["evaluate"]
+    out += check_known_failures(results, axes)
     ap, fp32_ap = _ap(results, axes), _fp32_ap(results, axes)
     out += check_float_backend(axes, bp, b, ap, fp32_ap)
     if q and q["status"] == "ok":
@@ -238,6 +241,40 @@ def check_build_errors(b: dict[str, Any], bp: Path) -> list[dict[str, Any]]:
                     f"implementation: {b['message'].splitlines()[0]}",
                     fix=fix, seed="003", file=str(bp), node=node,
                     versions="TensorRT 8.6.1 (field report 003); fixed in 10.x")]
+
+
+# ---- known tool failures, by the stage and the tool's own words ---------------------------------
+
+# A failure a tool version is known for: the stage it breaks, what the tool says (a regex on the
+# status message), why, and the fix that was proven on the real wheels (the test named). One
+# entry per failure; the doctor cites the status file and the tool versions as the evidence.
+KNOWN_FAILURES: list[dict[str, str]] = [
+    {"code": "legacy_save_under_pir", "stage": "framework",
+     "pattern": r"must be Value, but got Variable",
+     "why": "Paddle 3.x converts the dygraph model to static with PIR ops even when the old "
+            "program format is asked for (FLAGS_enable_pir_api=0): paddle.jit.save of the legacy "
+            "format (.pdmodel) fails inside the first op it converts",
+     "fix": "save the model in Paddle 3.x's PIR format (models.<name>.paddle_format: pir, "
+            "inference.json), which paddle2onnx 2.x converts, or keep the legacy format in a "
+            "Paddle 2.6 toolset (tests/test_paddle3.py)"},
+]
+
+
+def check_known_failures(results: Path, axes: dict[str, Any]) -> list[dict[str, Any]]:
+    """The cell's upstream stages (framework, export) that failed the way a known tool failure
+    does."""
+    import re
+
+    out = []
+    for k in KNOWN_FAILURES:
+        sp, rec = _status(results, k["stage"], axes)
+        if rec and rec["status"] == "failed" and re.search(k["pattern"], rec.get("message", "")):
+            tv = rec.get("tool_versions", {})
+            versions = ", ".join(f"{p} {tv[p]}" for p in ("paddlepaddle", "paddle2onnx", "torch") if p in tv)
+            out.append(finding("error", k["code"], f"{k['stage']} failed: {k['why']}", fix=k["fix"],
+                               file=str(sp), tool_message=rec["message"].splitlines()[0][:300],
+                               versions=versions))
+    return out
 
 
 # ---- 004 and the zero-mAP doctor -------------------------------------------------------------
