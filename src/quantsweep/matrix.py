@@ -87,6 +87,12 @@ def analyzed(cfg: dict[str, Any]) -> list[dict[str, Any]]:
             for k in sorted(keys)]
 
 
+def plan_records(rows: list[PlannedCell]) -> list[dict[str, Any]]:
+    """The plan as ``plan.json`` holds it (and the summary reads it): axes, cell id, status, reason."""
+    return [{**pc.cell.axes(), "cell": pc.cell.id, "status": pc.status, "reason": pc.reason}
+            for pc in rows]
+
+
 def planned(cfg: dict[str, Any]) -> list[Cell]:
     return [p.cell for p in expand(cfg) if p.status == "planned"]
 

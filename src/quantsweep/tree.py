@@ -222,8 +222,7 @@ def verify(cfg: dict[str, Any], root: Path, results: str, resources: str = "reso
     v.incomplete = incomplete_markers(root)
     res = root / results
     v.leftovers = leftovers(res)
-    plan = [{**pc.cell.axes(), "cell": pc.cell.id, "status": pc.status, "reason": pc.reason}
-            for pc in matrix.expand(cfg)]
+    plan = matrix.plan_records(matrix.expand(cfg))
     known = {p["cell"] for p in plan}
     v.foreign = sorted(_cell_dirs(res) - known) if res.is_dir() else []
     if not (v.missing or v.corrupt):  # rows are compared with whole files only

@@ -7,8 +7,7 @@ rule plan:
     output:
         f"{RESULTS}/plan.json",
     params:
-        cells=spec([{**pc.cell.axes(), "cell": pc.cell.id, "status": pc.status,
-                           "reason": pc.reason} for pc in CELLS]),
+        cells=spec(matrix.plan_records(CELLS)),
     log:
         "logs/plan.log",
     run:
