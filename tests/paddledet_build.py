@@ -4,7 +4,12 @@ merge_config, check_config, Trainer(cfg, mode="test"), Trainer.export). Run unde
 interpreter with paddlepaddle 2.6 and paddledet 2.6.0 (installed --no-deps: its pins
 sklearn==0.0 and opencv-python<=4.6.0 do not install):
 
-    python paddledet_build.py CONFIG.yml OUT_DIR   -> OUT_DIR/<config name>/model.pdmodel ...
+    python paddledet_build.py CONFIG.yml OUT_DIR [--exclude-nms]
+        -> OUT_DIR/<config name>/model.pdmodel (Paddle 2.6) or model.json (Paddle 3.x) ...
+
+--exclude-nms: the head's exclude_nms (PP-YOLOE's outputs are then the boxes and per-class
+scores before its MultiClassNMS), as PaddleDetection's export does with
+`-o PPYOLOEHead.exclude_nms=True`.
 
 No weights are loaded. PP-YOLOE's head starts with zero weights (every score exactly the 0.01
 threshold, every box an anchor): those convs alone get seeded random values, so that the
@@ -34,6 +39,8 @@ paddle.seed(0)
 paddle.set_device("cpu")
 cfg = load_config(cfg_path)
 merge_config({"use_gpu": False})
+if "--exclude-nms" in sys.argv[3:]:
+    merge_config({"PPYOLOEHead": {"exclude_nms": True}})
 check_config(cfg)
 trainer = Trainer(cfg, mode="test")
 head = trainer.model.yolo_head

@@ -108,3 +108,19 @@ def test_dataset_with_no_images_or_no_categories_names_the_key():
     cfg["dataset"]["synthetic"]["categories"] = []
     msg = _err(cfg)
     assert "dataset.synthetic.categories" in msg and "minItems 1" in msg
+
+
+def test_export_repair_unknown_or_for_a_source_without_paddle():
+    cfg = tiny_config(models={"p": {"source": "paddle", "path": "/nowhere",
+                                    "inputs": [{"name": "image", "role": "image"}],
+                                    "export": {"repair": ["pir_float_scales"]}}})
+    cfg["matrix"][0]["models"] = ["p"]
+    msg = _err(cfg)
+    assert "models.p.export.repair: unknown repair 'pir_float_scales'" in msg
+    assert "['pir_interp_size']" in msg
+    cfg = tiny_config()
+    cfg["models"]["demo-torch"]["export"] = {"repair": ["pir_interp_size"]}
+    msg = _err(cfg)
+    assert "models.demo-torch.export.repair" in msg and "'paddle'" in msg
+    cfg["models"]["demo-torch"]["export"] = {"repair": []}
+    validate_config(copy.deepcopy(cfg))

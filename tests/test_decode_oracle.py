@@ -133,6 +133,31 @@ def paddledetection(im: dict[str, Any], rng: np.random.Generator) -> dict[str, n
             "save_infer_model/scale_1.tmp_0": np.array([len(bbox)], np.int32)}
 
 
+def paddledetection_nonms(im: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """A PaddleDetection head exported with exclude_nms: boxes [1,N,4] xyxy original pixels,
+    scores [1,C,N] per class (outputs by position). Each object is predicted three times (shifted
+    copies the NMS must remove), and its box also scores, lower, as a second class (the NMS is
+    class-aware: that pair stays, ranked below the true one); background candidates under conf."""
+    n, nc = len(im["cls"]), len(CATS)
+    best = _scores(n, rng)
+    boxes, scores = [], []
+    for jit, drop in ((0.0, 0.0), (0.03, 0.05), (-0.04, 0.1)):
+        b = im["xyxy"].copy()
+        wh = b[:, 2:] - b[:, :2]
+        b += np.concatenate([jit * wh, jit * wh], axis=1)
+        sc = np.full((nc, n), 0.001, np.float32)
+        sc[im["cls"], np.arange(n)] = best - drop
+        sc[(im["cls"] + 1) % nc, np.arange(n)] = 0.02
+        boxes.append(b)
+        scores.append(sc)
+    bg = np.concatenate([rng.uniform(0, 300, (30, 2)), rng.uniform(310, 400, (30, 2))], axis=1)
+    boxes.append(bg)
+    scores.append(rng.uniform(0, 0.009, (nc, 30)).astype(np.float32))  # below conf 0.01
+    b, sc = np.concatenate(boxes), np.concatenate(scores, axis=1)
+    perm = rng.permutation(len(b))
+    return {"tmp_0": b[perm][None].astype(np.float32), "tmp_1": sc[:, perm][None]}
+
+
 def efficient_nms(im: dict[str, Any], rng: np.random.Generator) -> dict[str, np.ndarray]:
     """num_dets [1,1], det_boxes [1,100,4] xyxy input pixels, det_scores, det_classes [1,100];
     the slots past num_dets hold garbage that must be ignored."""
@@ -170,6 +195,8 @@ CASES = {  # name: (encoder, decode block)
     "ultralytics-rtdetr": (ultralytics_rtdetr, {"preset": "ultralytics-rtdetr", **LABELS["coco80"]}),
     "torchvision": (torchvision, {"preset": "torchvision"}),
     "paddledetection": (paddledetection, {"preset": "paddledetection", "label_map": "dataset"}),
+    "paddledetection-nonms": (paddledetection_nonms, {"preset": "paddledetection-nonms",
+                                                      "label_map": "dataset"}),
     "efficient-nms": (efficient_nms, {"preset": "efficient-nms", **LABELS["coco80"]}),
     "rows-end2end": (end2end_rows, {"layout": "rows", "output": "output0", "coordinates": "input",
                                     "columns": ["x1", "y1", "x2", "y2", "score", "class"],

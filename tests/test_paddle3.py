@@ -29,7 +29,8 @@ def test_paddle3_legacy_save_fails_with_a_doctor_fix_and_pir_goes_through(tmp_pa
     snakemake(tmp_path)
     s = pd.read_csv(tmp_path / "results" / "summary.csv").set_index("model")
     legacy, pir = s.loc["demo-paddle"], s.loc["demo-paddle-pir"]
-    assert (legacy["status"], legacy["stage"]) == ("failed", "framework"), legacy.to_dict()
+    assert (legacy["status"], legacy["stage"], legacy["reason_class"]) == \
+        ("failed", "framework", "legacy_save_under_pir"), legacy.to_dict()
     assert "must be Value, but got Variable" in legacy["reason"]
     assert "error:legacy_save_under_pir" in legacy["doctor"]
     assert pir["status"] == "ok" and pir["parity_ok"], pir.to_dict()

@@ -13,10 +13,11 @@ from quantsweep.job import describe_exit, salient_line
 from quantsweep.status import make_status, write_status
 
 
-def _run(tmp: Path, body: str, upstream: dict | None = None, timeout: float = 60) -> dict:
+def _run(tmp: Path, body: str, upstream: dict | None = None, timeout: float = 60,
+         stage: str = "export") -> dict:
     script = tmp / "tool_stage.py"
     script.write_text(body)
-    return sv.run_stage("export", "m/t/opset13", tmp / "out", None, upstream or {}, {},
+    return sv.run_stage(stage, "m/t/opset13", tmp / "out", None, upstream or {}, {},
                         tmp / "log.txt", ["metrics.json"], timeout, python=sys.executable,
                         script=script)
 
@@ -58,10 +59,15 @@ def test_native_abort_reason_is_the_error_line_not_the_trailing_warning(tmp_path
                          "(Unimplemented) the 0th elementwise MUST be ir::FloatAttribute\\x1b[0m\\n')\n"
                          "sys.stderr.write('UserWarning: No ccache found.\\n  warnings.warn(msg)\\n')\n"
                          "sys.stderr.flush()\nos._exit(255)\n")
-    assert rec["status"] == "failed" and rec["reason_class"] == "tool_error"
+    # in the export stage that message is a known failure: its class is the known one
+    assert rec["status"] == "failed" and rec["reason_class"] == "pir_double_scale"
     first = rec["message"].splitlines()[0]
     assert first == ("exit code 255: [ERROR] Failed to convert PaddlePaddle model: (Unimplemented) "
                      "the 0th elementwise MUST be ir::FloatAttribute")
+    # the same words from another stage are not that failure: the generic class stays
+    script = (tmp_path / "tool_stage.py").read_text()
+    other = _run(tmp_path, script, stage="quantize")
+    assert other["status"] == "failed" and other["reason_class"] == "tool_error"
 
 
 def test_bug_in_quantsweep_fails_the_rule(tmp_path: Path):

@@ -218,6 +218,30 @@ def _ingest(a: argparse.Namespace) -> int:
     return 0
 
 
+def _explain(path: str, as_json: bool) -> int:
+    """``doctor --explain FILE``: the known failures a tool's output (a log, a traceback) shows,
+    with why and the proven fix; exit 1 when one matches."""
+    import json
+    from pathlib import Path
+
+    from quantsweep.known_failures import explain
+
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(errors="replace")
+    except OSError as exc:
+        print(f"error: {path}: cannot read it ({exc.strerror})", file=sys.stderr)
+        return 2
+    found = explain(text)
+    if as_json:
+        print(json.dumps({"file": path, "known_failures": found}, indent=2))
+    elif not found:
+        print(f"{path}: no known tool failure matches (src/quantsweep/known_failures.py)")
+    for k in [] if as_json else found:
+        where = "before the sweep" if k["stage"] == "outside" else f"stage {k['stage']}"
+        print(f"{path}: {k['code']} ({where})\n  why: {k['why']}\n  fix: {k['fix']}")
+    return 1 if found else 0
+
+
 def _doctor(a: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -225,6 +249,11 @@ def _doctor(a: argparse.Namespace) -> int:
     from quantsweep import doctor, paths
     from quantsweep.config import ConfigError, load_config
 
+    if a.explain:
+        return _explain(a.explain, a.json)
+    if not a.cell:
+        print("error: doctor needs a cell (or --explain FILE)", file=sys.stderr)
+        return 2
     try:
         cfg = load_config(a.config)
         results = Path(cfg["results_dir"])
@@ -338,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
                                         "quantizer/precision/backend), or OLD.csv NEW.csv: what changed")
     cp.add_argument("summaries", nargs="*", help="default: results/summary.csv")
     cp.add_argument("--values", default="AP",
-                    help="AP, AP50, latency_ms, speedup_vs_fp32, AP_delta_vs_fp32 or status")
+                    help="AP, AP50, latency_ms, speedup_vs_fp32, AP_delta_vs_fp32, status, "
+                         "parity_max_abs or parity_cosine (the export's parity)")
     cp.add_argument("--baseline", help="a toolset: values become the difference to it")
     cp.add_argument("--format", choices=["markdown", "csv", "json"], default="markdown")
     cp.add_argument("--rows", help="axes of the rows, comma-separated (default model,toolset,opset; "
@@ -373,8 +403,10 @@ def main(argv: list[str] | None = None) -> int:
     rs.set_defaults(func=_restore)
     dr = sub.add_parser("doctor", help="every check on one cell (field reports 000-004): findings "
                                        "with evidence and the fix; exit 1 when one is an error")
-    dr.add_argument("cell", help="a cell id, or a path inside a cell's results directory")
+    dr.add_argument("cell", nargs="?", help="a cell id, or a path inside a cell's results directory")
     dr.add_argument("--config", default="config/config.yaml")
+    dr.add_argument("--explain", metavar="FILE", help="instead of a cell: the known tool failures "
+                                                      "a log or traceback shows ('-' = stdin)")
     dr.add_argument("--json", action="store_true")
     dr.set_defaults(func=_doctor)
     a = ap.parse_args(argv)

@@ -334,7 +334,7 @@ def decode_problems(name: str, dec: dict[str, Any]) -> list[str]:
 _EXPORT_OPTION_SOURCES = {
     "method": ("paddle", "demo-paddle"), "enable_optimize": ("paddle", "demo-paddle"),
     "optimize_tool": ("paddle", "demo-paddle"), "deploy_backend": ("paddle", "demo-paddle"),
-    "save_calibration_file": ("paddle", "demo-paddle"),
+    "save_calibration_file": ("paddle", "demo-paddle"), "repair": ("paddle", "demo-paddle"),
     "exporter": ("demo-torch", "torch"), "dynamic_batch": ("demo-torch", "torch"),
     "dynamic": ("ultralytics",), "simplify": ("ultralytics",),
 }
@@ -343,8 +343,11 @@ _EXPORT_OPTION_SOURCES = {
 def _export_option_problems(name: str, model: dict[str, Any]) -> list[str]:
     """An option that differs from its default for a source whose exporter does not have it
     is a config error: it would be silently ignored."""
+    from quantsweep.export.repairs import REPAIRS
+
     props = load_schema()["definitions"]["export_options"]["properties"]
-    out = []
+    out = [f"models.{name}.export.repair: unknown repair {r!r}; the known repairs are "
+           f"{sorted(REPAIRS)}" for r in model.get("export", {}).get("repair", []) if r not in REPAIRS]
     for key, value in model.get("export", {}).items():
         sources = _EXPORT_OPTION_SOURCES.get(key)
         if sources and model["source"] not in sources and value != props[key].get("default"):

@@ -8,8 +8,8 @@ value) and the fix. The checks are the field reports this tool exists to catch:
 - 004 ``zero_boxes`` and the other detection checks: what the boxes say when AP collapses
   (all zero, normalized, xywh vs xyxy, class-id offset, constant scores), with the input dtype
   conversions the runner made;
-- ``KNOWN_FAILURES``: an upstream stage that failed the way a tool version is known to (e.g.
-  Paddle 3.x's legacy ``jit.save``), with the proven fix.
+- ``known_failures.KNOWN_FAILURES``: an upstream stage that failed the way a tool version is
+  known to (e.g. Paddle 3.x's legacy ``jit.save``), with the proven fix.
 """
 
 from __future__ import annotations
@@ -245,28 +245,17 @@ def check_build_errors(b: dict[str, Any], bp: Path) -> list[dict[str, Any]]:
 
 # ---- known tool failures, by the stage and the tool's own words ---------------------------------
 
-# A failure a tool version is known for: the stage it breaks, what the tool says (a regex on the
-# status message), why, and the fix that was proven on the real wheels (the test named). One
-# entry per failure; the doctor cites the status file and the tool versions as the evidence.
-KNOWN_FAILURES: list[dict[str, str]] = [
-    {"code": "legacy_save_under_pir", "stage": "framework",
-     "pattern": r"must be Value, but got Variable",
-     "why": "Paddle 3.x converts the dygraph model to static with PIR ops even when the old "
-            "program format is asked for (FLAGS_enable_pir_api=0): paddle.jit.save of the legacy "
-            "format (.pdmodel) fails inside the first op it converts",
-     "fix": "save the model in Paddle 3.x's PIR format (models.<name>.paddle_format: pir, "
-            "inference.json), which paddle2onnx 2.x converts, or keep the legacy format in a "
-            "Paddle 2.6 toolset (tests/test_paddle3.py)"},
-]
-
-
 def check_known_failures(results: Path, axes: dict[str, Any]) -> list[dict[str, Any]]:
     """The cell's upstream stages (framework, export) that failed the way a known tool failure
     does."""
     import re
 
+    from quantsweep.known_failures import KNOWN_FAILURES
+
     out = []
     for k in KNOWN_FAILURES:
+        if k["stage"] == "outside":
+            continue
         sp, rec = _status(results, k["stage"], axes)
         if rec and rec["status"] == "failed" and re.search(k["pattern"], rec.get("message", "")):
             tv = rec.get("tool_versions", {})

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from quantsweep import known_failures
 from quantsweep import status as st
 from quantsweep.job import describe_exit, strip_ansi
 
@@ -157,6 +158,8 @@ def run_stage(stage: str, cell: str, out_dir: Path, toolset_dir: Path | None,
 
     def finish(status: str, reason_class: str = "", message: str = "", mode: str | None = None,
                **extra: Any) -> dict[str, Any]:
+        if status == "failed":  # a failure a tool version is known for gets its own class
+            reason_class = known_failures.reason_class(stage, reason_class, message)
         rec = st.make_status(stage, cell, status, reason_class=reason_class, message=message,
                              mode=mode, backend=extra.pop("backend", backend) or backend,
                              device=extra.pop("device", "cpu"), tool_versions=versions,

@@ -251,8 +251,7 @@ def decode_yolo(outputs: dict[str, np.ndarray], dec: dict[str, Any], batch: int)
     transposed, nc = yolo_channels(t.shape, dec)
     if transposed:  # read channels first, as most exporters write them: [C, N] rows are contiguous
         t = t.transpose(0, 2, 1)
-    nms = {"enabled": True, "iou": 0.7, "conf": 0.001, "pre_top_k": 30000, "max_det": 300,
-           **(dec.get("nms") or {})}
+    nms = _nms_settings(dec)
     obj = 1 if dec.get("objectness") else 0
     out = []
     for i in range(batch):
@@ -265,27 +264,76 @@ def decode_yolo(outputs: dict[str, np.ndarray], dec: dict[str, Any], batch: int)
         if obj:
             o = cand[4]
             scores = scores * (_sigmoid(o) if dec.get("activation") == "sigmoid" else o)
-        keep = np.nonzero(scores >= nms["conf"])[0]
-        keep = keep[np.argsort(-scores[keep], kind="stable")[:nms["pre_top_k"]]]
-        boxes = cand[:4, keep].T
-        if nms["enabled"] and keep.size:
-            sel = batched_nms(to_xyxy(boxes, dec["box_format"]), scores[keep], labels[keep], nms["iou"],
-                              nms["max_det"])
-            keep, boxes = keep[sel], boxes[sel]
-        keep, boxes = keep[:nms["max_det"]], boxes[:nms["max_det"]]
-        out.append(Decoded(boxes, scores[keep], labels[keep], dec["box_format"], nc))
+        keep = _select(cand[:4].T, scores, labels, dec["box_format"], nms)
+        out.append(Decoded(cand[:4, keep].T, scores[keep], labels[keep], dec["box_format"], nc))
+    return out
+
+
+def _nms_settings(dec: dict[str, Any]) -> dict[str, Any]:
+    return {"enabled": True, "iou": 0.7, "conf": 0.001, "pre_top_k": 30000, "max_det": 300,
+            **(dec.get("nms") or {})}
+
+
+def _select(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, box_format: str,
+            nms: dict[str, Any]) -> np.ndarray:
+    """Indices of the candidates kept: score >= conf, the best ``pre_top_k``, class-aware NMS,
+    at most ``max_det``; highest score first."""
+    keep = np.nonzero(scores >= nms["conf"])[0]
+    keep = keep[np.argsort(-scores[keep], kind="stable")[:nms["pre_top_k"]]]
+    if nms["enabled"] and keep.size:
+        keep = keep[batched_nms(to_xyxy(boxes[keep], box_format), scores[keep], labels[keep],
+                                nms["iou"], nms["max_det"])]
+    return keep[:nms["max_det"]]
+
+
+def decode_boxes_scores(outputs: dict[str, np.ndarray], dec: dict[str, Any],
+                        batch: int) -> list[Decoded]:
+    """Candidates before NMS as two outputs: boxes [B,N,4] and per-class scores [B,C,N] (or
+    [B,N,C]: ``transposed``, else detected from N). Every (candidate, class) pair over
+    ``nms.conf`` is a detection, then class-aware NMS: the semantics of PaddleDetection's
+    MultiClassNMS, for heads exported without it (``exclude_nms``)."""
+    boxes = _batch_first(_get(outputs, dec["boxes"], "boxes"), 3, "boxes", "[B,N,4]", batch)
+    scores = _batch_first(_get(outputs, dec["scores"], "scores"), 3, "scores",
+                          "[B,C,N] or [B,N,C]", batch)
+    n = boxes.shape[1]
+    transposed = dec.get("transposed")
+    if transposed is None:
+        transposed = scores.shape[1] == n and scores.shape[2] != n
+    if transposed:
+        scores = scores.transpose(0, 2, 1)
+    if boxes.shape[2] != 4 or scores.shape[2] != n:
+        raise DecodeError(f"decode: boxes {list(boxes.shape)} and scores {list(scores.shape)} do "
+                          f"not fit boxes [B,N,4] and scores [B,C,N] (or [B,N,C])")
+    nc = scores.shape[1]
+    if dec.get("num_classes") is not None and int(dec["num_classes"]) != nc:
+        raise DecodeError(f"decode.num_classes: {dec['num_classes']}, but the scores have {nc} "
+                          f"classes (shape {list(scores.shape)})")
+    nms = _nms_settings(dec)
+    out = []
+    for i in range(batch):
+        s = scores[i].astype(np.float32, copy=False)
+        if dec.get("activation") == "sigmoid":
+            s = _sigmoid(s)
+        flat = s.reshape(-1)  # class-major: pair k is class k // n, candidate k % n
+        pairs = np.nonzero(flat >= nms["conf"])[0]
+        pair_boxes = boxes[i][pairs % n]
+        keep = _select(pair_boxes, flat[pairs], pairs // n, dec["box_format"], nms)
+        out.append(Decoded(pair_boxes[keep], flat[pairs[keep]], pairs[keep] // n,
+                           dec["box_format"], nc))
     return out
 
 
 Layout = Callable[[dict[str, np.ndarray], dict[str, Any], int], list[Decoded]]
 LAYOUTS: dict[str, Layout] = {"separate": decode_separate, "paddle_bbox": decode_paddle_bbox,
-                              "rows": decode_rows, "yolo": decode_yolo}
+                              "rows": decode_rows, "yolo": decode_yolo,
+                              "boxes_scores": decode_boxes_scores}
 # the decode keys that name outputs, per layout (required, optional)
 OUTPUT_KEYS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "separate": (("boxes", "scores", "labels"), ("count",)),
     "paddle_bbox": (("bbox", "bbox_num"), ()),
     "rows": (("output",), ("count",)),
     "yolo": (("output",), ()),
+    "boxes_scores": (("boxes", "scores"), ()),
 }
 
 

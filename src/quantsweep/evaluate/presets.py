@@ -34,6 +34,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # pixels + bbox_num [B], read by position
     "paddledetection": {"layout": "paddle_bbox", "bbox": 0, "bbox_num": 1,
                         "coordinates": "original"},
+    # PaddleDetection heads exported with exclude_nms (the NMS op is not PIR-compatible in
+    # Paddle 3.x): boxes [B,N,4] x1,y1,x2,y2 in original pixels + per-class scores [B,C,N],
+    # by position; the NMS is MultiClassNMS's, as PP-YOLOE+ configures it
+    "paddledetection-nonms": {"layout": "boxes_scores", "boxes": 0, "scores": 1,
+                              "box_format": "xyxy", "coordinates": "original",
+                              "nms": {"iou": 0.7, "conf": 0.01, "max_det": 300}},
     # TensorRT's EfficientNMS plugin (and end-to-end exports that mimic it): num_dets [B,1],
     # det_boxes [B,K,4] x1,y1,x2,y2 in input pixels, det_scores [B,K], det_classes [B,K]
     "efficient-nms": {"layout": "separate", "count": "num_dets", "boxes": "det_boxes",

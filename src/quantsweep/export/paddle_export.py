@@ -110,7 +110,28 @@ def export_model(model_dir: Path, dst: Path, opset: int, opts: dict[str, Any],
 
 
 def export(job: Job, dst: Path, opset: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    """paddle2onnx on the framework model, or on its repaired copy when ``export.repair``
+    names repairs (the copy is deleted after the conversion; the parity reference stays the
+    unrepaired model)."""
+    import shutil
+
     opts = job.params["model_spec"]["export"]
     calib = dst.with_name(CALIBRATION_FILE) if opts["save_calibration_file"] else None
-    record = export_model(job.artifact("framework", "model"), dst, opset, opts, calib)
-    return {"name": "paddle2onnx", "version": record.pop("version")}, record
+    model_dir = job.artifact("framework", "model")
+    repairs: list[dict[str, Any]] = []
+    work = dst.parent / ".export-work-repair"  # a killed job's copy is a leftover verify names
+    if opts.get("repair"):
+        from quantsweep.export import repairs as repair_module
+
+        shutil.rmtree(work, ignore_errors=True)
+        set_pir_flag(locate_model(model_dir)[0])
+        model_dir, repairs = repair_module.apply(model_dir, opts["repair"], work)
+    try:
+        record = export_model(model_dir, dst, opset, opts, calib)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    exporter = {"name": "paddle2onnx", "version": record.pop("version")}
+    if repairs:
+        exporter["repairs"] = [r["name"] for r in repairs]
+        record["repairs"] = repairs
+    return exporter, record

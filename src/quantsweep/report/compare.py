@@ -7,7 +7,9 @@ from typing import Any
 
 from quantsweep.report import speedup_significant
 
-VALUES = ("AP", "AP50", "latency_ms", "speedup_vs_fp32", "AP_delta_vs_fp32", "status")
+VALUES = ("AP", "AP50", "latency_ms", "speedup_vs_fp32", "AP_delta_vs_fp32", "status",
+          "parity_max_abs", "parity_cosine")
+EXPORT_VALUES = ("parity_max_abs", "parity_cosine")  # the export's, measured by ONNX Runtime
 KEY = ["model", "toolset", "opset", "quantizer", "precision", "backend"]
 
 
@@ -40,6 +42,8 @@ def _cell_text(row: Any, value: str) -> str:
     v = row[value]
     if v != v or v is None:  # NaN
         return ""
+    if value in EXPORT_VALUES:
+        return f"{v:.3g}"
     text = f"{v:.4f}" if isinstance(v, float) else str(v)
     if value == "speedup_vs_fp32" and speedup_significant(row) is False:
         text += " (n.s.)"  # its 95% interval contains 1.0: no win the rounds can tell from noise

@@ -24,6 +24,10 @@ def _num(x: Any) -> float | None:
     return None if math.isnan(v) else v
 
 
+def _text(x: Any) -> str | None:
+    return x if isinstance(x, str) else None
+
+
 def _fp32_onnx(summary: Any, g: Any, model: str, opset: Any) -> Any:
     """The ONNX FP32 row of a chain: on ONNX Runtime in its own toolset, else (a TensorRT
     toolset, whose engines are built from a graph another toolset made) in any toolset."""
@@ -49,7 +53,8 @@ def steps(summary: Any) -> list[dict[str, Any]]:
         if fw_ap is not None and onnx_ap is not None:
             out.append({**base, "step": "framework FP32 -> ONNX FP32", "from_AP": fw_ap,
                         "to_AP": onnx_ap, "delta": round(onnx_ap - fw_ap, 6), "mode": "measured",
-                        "to_cell": fp32["cell"].iloc[0]})
+                        "to_cell": fp32["cell"].iloc[0],
+                        "exporter": _text(fp32["exporter"].iloc[0]) if "exporter" in fp32 else None})
         if onnx_ap is None:
             continue
         for _, r in g.iterrows():

@@ -77,7 +77,9 @@ def cell_row(results: Path, cell: dict[str, Any]) -> dict[str, Any]:
     exp = stages["export"]
     if exp and exp["status"] in ("ok", "failed") and "exporter" in exp.get("data", {}):
         row["opset_written"] = exp["data"].get("opset")
-        row["exporter"] = f"{exp['data']['exporter']['name']} {exp['data']['exporter']['version']}"
+        ex = exp["data"]["exporter"]
+        row["exporter"] = f"{ex['name']} {ex['version']}" + "".join(
+            f" + repair {r}" for r in ex.get("repairs", []))
         row["export_s"] = exp["data"].get("export_s")
         par = exp["data"].get("parity") or {}
         row["parity_ok"] = par.get("ok")
