@@ -248,16 +248,14 @@ def check_build_errors(b: dict[str, Any], bp: Path) -> list[dict[str, Any]]:
 def check_known_failures(results: Path, axes: dict[str, Any]) -> list[dict[str, Any]]:
     """The cell's upstream stages (framework, export) that failed the way a known tool failure
     does."""
-    import re
-
-    from quantsweep.known_failures import KNOWN_FAILURES
+    from quantsweep.known_failures import KNOWN_FAILURES, shows
 
     out = []
     for k in KNOWN_FAILURES:
         if k["stage"] == "outside":
             continue
         sp, rec = _status(results, k["stage"], axes)
-        if rec and rec["status"] == "failed" and re.search(k["pattern"], rec.get("message", "")):
+        if rec and rec["status"] == "failed" and shows(k, rec.get("message", "")):
             tv = rec.get("tool_versions", {})
             versions = ", ".join(f"{p} {tv[p]}" for p in ("paddlepaddle", "paddle2onnx", "torch") if p in tv)
             out.append(finding("error", k["code"], f"{k['stage']} failed: {k['why']}", fix=k["fix"],

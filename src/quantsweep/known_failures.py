@@ -42,10 +42,15 @@ KNOWN_FAILURES: list[dict[str, str]] = [
 ]
 
 
+def shows(entry: dict[str, str], text: str) -> bool:
+    """Whether the text (a status message, a log) has the entry's words."""
+    return re.search(entry["pattern"], text) is not None
+
+
 def match(message: str, stage: str | None = None) -> dict[str, str] | None:
     """The known failure of ``stage`` (any stage when None) whose pattern the message has."""
     for k in KNOWN_FAILURES:
-        if (stage is None or k["stage"] == stage) and re.search(k["pattern"], message):
+        if (stage is None or k["stage"] == stage) and shows(k, message):
             return k
     return None
 
@@ -59,4 +64,4 @@ def reason_class(stage: str, current: str, message: str) -> str:
 
 def explain(text: str) -> list[dict[str, Any]]:
     """Every known failure whose pattern the text (a log, a traceback) has."""
-    return [dict(k) for k in KNOWN_FAILURES if re.search(k["pattern"], text)]
+    return [dict(k) for k in KNOWN_FAILURES if shows(k, text)]
