@@ -237,6 +237,11 @@ def _cross_check(cfg: dict[str, Any], source: str) -> None:
             problems.append(f"demo.toolset: required because models {demo_models} use the demo")
         elif demo["toolset"] not in toolsets:
             problems.append(f"demo.toolset: toolset {demo['toolset']!r} is not defined")
+        prog = demo.get("progressive") or {}
+        if prog.get("fraction", 0) > 0 and prog.get("input_size", 0) > demo["input_size"]:
+            problems.append(f"demo.progressive.input_size: {prog['input_size']} is larger than "
+                            f"demo.input_size {demo['input_size']} (it is the smaller size the "
+                            "first steps train at)")
     if problems:
         raise ConfigError(f"{source}: invalid configuration:\n  " + "\n  ".join(problems))
 

@@ -57,30 +57,39 @@ def make_targets(boxes: np.ndarray, labels: np.ndarray, num_classes: int, size: 
     return hm, reg, wgt
 
 
+Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
 def load_split(manifest: dict[str, Any], split: str, pre: dict[str, Any], num_classes: int,
-               cat_ids: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+               cat_ids: list[int]) -> Arrays:
+    """Images and targets of one split at the preprocessing's size."""
+    return load_split_sizes(manifest, split, pre, num_classes, cat_ids, [pre["size"][0]])[0]
+
+
+def load_split_sizes(manifest: dict[str, Any], split: str, pre: dict[str, Any], num_classes: int,
+                     cat_ids: list[int], sizes: list[int]) -> list[Arrays]:
+    """Images and targets of one split at each (square) input size; each image decoded once."""
     ann = json.loads(Path(manifest["splits"][split]["annotations"]).read_text())
     by_image: dict[int, list[Any]] = {}
     for a in ann["annotations"]:
         by_image.setdefault(a["image_id"], []).append(a)
     images = val_images(manifest, split, None)
-    size = pre["size"][0]
-    xs, hms, regs, wgts = [], [], [], []
+    cols: list[tuple[list[np.ndarray], ...]] = [([], [], [], []) for _ in sizes]
     for im in images:
-        x, meta = preprocess(load_image(im["path"]), pre)
-        boxes, labels = [], []
-        for a in by_image.get(im["id"], []):
-            bx, by, bw, bh = a["bbox"]
-            boxes.append([bx * meta.scale_x, by * meta.scale_y, (bx + bw) * meta.scale_x,
-                          (by + bh) * meta.scale_y])
-            labels.append(cat_ids.index(a["category_id"]))
-        hm, reg, wgt = make_targets(np.asarray(boxes, np.float32).reshape(-1, 4),
-                                    np.asarray(labels, np.int64), num_classes, size)
-        xs.append(x)
-        hms.append(hm)
-        regs.append(reg)
-        wgts.append(wgt)
-    return np.stack(xs), np.stack(hms), np.stack(regs), np.stack(wgts)
+        img = load_image(im["path"])
+        for size, col in zip(sizes, cols, strict=True):
+            x, meta = preprocess(img, {**pre, "size": [size, size]})
+            boxes, labels = [], []
+            for a in by_image.get(im["id"], []):
+                bx, by, bw, bh = a["bbox"]
+                boxes.append([bx * meta.scale_x, by * meta.scale_y, (bx + bw) * meta.scale_x,
+                              (by + bh) * meta.scale_y])
+                labels.append(cat_ids.index(a["category_id"]))
+            hm, reg, wgt = make_targets(np.asarray(boxes, np.float32).reshape(-1, 4),
+                                        np.asarray(labels, np.int64), num_classes, size)
+            for c, v in zip(col, (x, hm, reg, wgt), strict=True):
+                c.append(v)
+    return [(np.stack(c[0]), np.stack(c[1]), np.stack(c[2]), np.stack(c[3])) for c in cols]
 
 
 def focal_loss(logits: Any, target: Any) -> Any:
@@ -131,19 +140,29 @@ def train(manifest: dict[str, Any], pre: dict[str, Any], demo: dict[str, Any],
     cat_ids = sorted(c["id"] for c in manifest["categories"])
     nc = len(cat_ids)
     t0 = time.monotonic()
-    xs, hms, regs, wgts = load_split(manifest, "train", pre, nc, cat_ids)
-    if len(xs) == 0:
+    # progressive resizing: the first `fraction` of the steps at a smaller input (fewer pixels
+    # per step, and the heatmap leaves its plateau sooner), the rest at the deploy size
+    prog = demo.get("progressive") or {}
+    size = pre["size"][0]
+    small = int(prog.get("input_size", size)) if prog.get("fraction", 0) > 0 else size
+    sizes = [size] if small == size else [size, small]
+    splits = load_split_sizes(manifest, "train", pre, nc, cat_ids, sizes)
+    if len(splits[0][0]) == 0:
         raise ToolFailure("empty_split", "the train split has no images")
     load_s = time.monotonic() - t0
-    X, HM, RG, WG = (torch.from_numpy(a) for a in (xs, hms, regs, wgts))
     # channels-last convolutions are about 20% faster on the CPU; the weights are the same
-    X = X.contiguous(memory_format=torch.channels_last)
+    data = [tuple(torch.from_numpy(a) for a in arrays) for arrays in splits]
+    data = [(d[0].contiguous(memory_format=torch.channels_last), *d[1:]) for d in data]
+    switch = round(prog.get("fraction", 0) * demo["steps"]) if small != size else 0
+    # bfloat16 autocast: convolutions in bf16 (about 2.5x faster where the CPU has AVX512-BF16
+    # or AMX), parameters, BN statistics, losses and optimizer state in float32
+    bf16 = demo.get("precision", "float32") == "bfloat16"
     model = Detector(nc).to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=demo["lr"], weight_decay=1e-4)
-    steps, bs = demo["steps"], min(demo["batch_size"], len(X))
+    steps, bs = demo["steps"], min(demo["batch_size"], len(data[0][0]))
     warm = max(1, min(100, steps // 10))
     gen = torch.Generator().manual_seed(demo["seed"])
-    perm = torch.randperm(len(X), generator=gen)
+    perm = torch.randperm(len(data[0][0]), generator=gen)
     pos = 0
     losses = []
     model.train()
@@ -153,18 +172,20 @@ def train(manifest: dict[str, Any], pre: dict[str, Any], demo: dict[str, Any],
                            0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm))))
         for g in opt.param_groups:
             g["lr"] = lr
-        if pos + bs > len(X):
-            perm, pos = torch.randperm(len(X), generator=gen), 0
+        if pos + bs > len(perm):
+            perm, pos = torch.randperm(len(perm), generator=gen), 0
         idx = perm[pos:pos + bs]
         pos += bs
-        x, hm, rg, wg = X[idx], HM[idx], RG[idx], WG[idx]
+        x, hm, rg, wg = (a[idx] for a in data[-1 if step < switch else 0])
         flip = torch.rand(bs, generator=gen) < 0.5
         if flip.any():  # horizontal flip: mirror maps, swap left/right distances
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
             hm = torch.where(flip[:, None, None, None], hm.flip(3), hm)
             rg = torch.where(flip[:, None, None, None], rg.flip(3)[:, [2, 1, 0, 3]], rg)
             wg = torch.where(flip[:, None, None], wg.flip(2), wg)
-        out_hm, out_reg = model(x)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out_hm, out_reg = model(x)
+        out_hm, out_reg = out_hm.float(), out_reg.float()
         l_hm = focal_loss(out_hm, hm)
         l_reg = giou_loss(out_reg, rg, wg)
         loss = l_hm + REG_WEIGHT * l_reg
@@ -179,7 +200,11 @@ def train(manifest: dict[str, Any], pre: dict[str, Any], demo: dict[str, Any],
                 f"p(pos) {p_pos:.3f} reg {float(l_reg.detach()):.4f} "
                 f"({time.monotonic() - t1:.0f} s)")
     model.eval()
-    info = {"steps": steps, "batch_size": bs, "train_images": len(X), "load_s": round(load_s, 1),
+    info = {"steps": steps, "batch_size": bs, "train_images": len(perm), "load_s": round(load_s, 1),
+            "precision": "bfloat16" if bf16 else "float32",
+            "cpu_bf16": bool(torch.backends.mkldnn.is_available()
+                             and torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+            "input_sizes": {"steps_before": switch, "small": small, "deploy": size},
             "train_s": round(time.monotonic() - t1, 1), "final_loss": losses[-1],
             "loss_first": losses[0]}
     return model, info
