@@ -124,3 +124,23 @@ def test_export_repair_unknown_or_for_a_source_without_paddle():
     assert "models.demo-torch.export.repair" in msg and "'paddle'" in msg
     cfg["models"]["demo-torch"]["export"] = {"repair": []}
     validate_config(copy.deepcopy(cfg))
+
+
+def test_demo_precision_and_progressive_sizes_checked():
+    cfg = tiny_config()
+    cfg["demo"]["precision"] = "float16"
+    msg = _err(cfg)
+    assert "demo.precision" in msg and "bfloat16" in msg and "float32" in msg
+    cfg = tiny_config()
+    cfg["demo"]["input_size"] = 256
+    cfg["demo"]["progressive"] = {"input_size": 288, "fraction": 0.5}
+    msg = _err(cfg)
+    assert "demo.progressive.input_size" in msg and "larger than demo.input_size" in msg
+    cfg["demo"]["progressive"]["fraction"] = 0.0  # never used: no error
+    validate_config(copy.deepcopy(cfg), source="cfg.yaml")
+    cfg["demo"]["progressive"] = {"input_size": 200, "fraction": 0.5}
+    msg = _err(cfg)
+    assert "demo.progressive.input_size" in msg and "multipleOf: 32" in msg
+    cfg["demo"]["progressive"] = {"input_size": 224, "fraction": 1.0}
+    msg = _err(cfg)
+    assert "demo.progressive.fraction" in msg
