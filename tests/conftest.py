@@ -41,6 +41,9 @@ DEMO_PADDLE = {
 }
 
 
+TINY_LATENCY = {"images": 2, "rounds": 3, "max_rounds": 3, "warmup": 1}
+
+
 def tiny_config(**over: object) -> dict:
     cfg = {
         "envs_dir": str(ENVS),
@@ -50,6 +53,10 @@ def tiny_config(**over: object) -> dict:
         "toolsets": {"torch2.13": TORCH_TOOLSET},
         "models": {"demo-torch": DEMO_TORCH},
         "matrix": [{"models": ["demo-torch"], "toolsets": ["torch2.13"], "opsets": [13]}],
+        # the latency stage runs in every sweep, at its smallest: its statistics are tested on
+        # their own (test_latency) and at the defaults in one sweep (test_codedigest); at the
+        # defaults it was two thirds of the Ultralytics and real-architecture sweeps' time
+        "latency": dict(TINY_LATENCY),
     }
     cfg.update(over)
     return cfg
@@ -151,3 +158,35 @@ def int8_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     write_config(root, int8_sweep_config())
     snakemake(root)
     return root
+
+
+# The suite runs on two pytest-xdist workers (pyproject's addopts). A worker takes whole files
+# (module fixtures are built once), and the files that read a session sweep go to the same
+# worker (the sweep is built once, and test_no_holes' breaking and repairing it never races a
+# reader). The longest files are handed out first (pyproject: --no-loadscope-reorder keeps this
+# order) so that neither worker ends alone on one.
+SHARED_SWEEPS = ("int8_sweep", "paddleslim_sweep")
+# (xdist hands each worker two files at the start: floors + slurm, which mostly waits on Slurm's
+# status checks, on one; the two Ultralytics files, which share one env, on the other)
+LONGEST_FIRST = ("test_demo_floors", "test_sources", "test_slurm", "test_real_detectors",
+                 "test_paddledet", "test_handoff", "test_export", "test_quantize")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    def module(item: pytest.Item) -> str:
+        return item.nodeid.split("::")[0]
+
+    group = {module(i): module(i) for i in items}
+    for item in items:
+        for name in SHARED_SWEEPS:
+            if name in getattr(item, "fixturenames", ()):
+                group[module(item)] = name
+
+    def rank(item: pytest.Item) -> int:
+        stem = Path(module(item)).stem
+        return LONGEST_FIRST.index(stem) if stem in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each file's tests stay together and in order
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group[module(item)]))

@@ -63,6 +63,7 @@ def test_code_edits_rerun_exactly_the_stages_that_execute_that_code(tmp_path: Pa
     cfg["exclude"] = [{"match": {"quantizer": "none", "precision": "int8"}, "reason": "float"},
                       {"match": {"quantizer": "ort-qdq", "precision": "fp32"}, "reason": "int8"}]
     cfg["quantize"] = {"calib_images": 2}
+    cfg["latency"] = {}  # the defaults: rounds added until target_ci, up to max_rounds
     write_config(work, cfg)
     loaded = tmp_path / "loaded"
     _smk(repo, work, env={"QUANTSWEEP_LOADED_MODULES": str(loaded)})
