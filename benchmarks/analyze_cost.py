@@ -13,6 +13,7 @@ layers, seconds and the analysis seconds per quantized layer.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -30,6 +31,12 @@ GOAL = "<= 5"
 
 
 def measure(root: Path, config: list[Path] | None = None, threads: int = 2) -> list[dict[str, Any]]:
+    config = [c.resolve() for c in config] if config else None
+    with contextlib.chdir(root):  # a stage's artifacts are relative to its workflow's directory
+        return _measure(Path.cwd(), config, threads)
+
+
+def _measure(root: Path, config: list[Path] | None, threads: int) -> list[dict[str, Any]]:
     from quantsweep import analyze
     from quantsweep.backends import make_runner
     from quantsweep.config import load_config

@@ -9,6 +9,7 @@ after a sweep (it reads that sweep's outputs):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -31,6 +32,13 @@ def _timed(r: Any, feeds: list[Any]) -> float:
 
 def measure(root: Path, threads: int = 1, images: int = 50, rounds: int = 3,
             config: Path | None = None) -> list[dict[str, Any]]:
+    config = config.resolve() if config else None
+    with contextlib.chdir(root):  # a stage's artifacts are relative to its workflow's directory
+        return _measure(Path.cwd(), threads, images, rounds, config)
+
+
+def _measure(root: Path, threads: int, images: int, rounds: int,
+             config: Path | None) -> list[dict[str, Any]]:
     from quantsweep.backends.onnxruntime import runner
     from quantsweep.config import load_config
     from quantsweep.evaluate.preprocess import build_feeds, iter_preprocessed, val_images
