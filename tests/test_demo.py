@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from conftest import DEMO_PADDLE, PADDLE_TOOLSET, snakemake, tiny_config, write_config
 
 
@@ -62,3 +63,15 @@ def test_demo_determinism_and_contracts(tmp_path: Path):
     snakemake(b, "resources/demo/train/status.json")
     tr_b = json.loads((b / "resources/demo/train/status.json").read_text())
     assert tr["data"]["weights_sha256"] == tr_b["data"]["weights_sha256"]
+
+
+def test_an_empty_train_split_is_one_clear_error(tmp_path: Path) -> None:
+    from quantsweep.demo.train import load_split_sizes
+    from quantsweep.job import ToolFailure
+
+    ann = tmp_path / "train.json"
+    ann.write_text(json.dumps({"images": [], "annotations": [], "categories": [{"id": 1, "name": "a"}]}))
+    manifest = {"splits": {"train": {"annotations": str(ann), "images": str(tmp_path)}}}
+    pre = {"resize": "stretch", "size": [320, 320], "scale": 1 / 255, "mean": [0, 0, 0], "std": [1, 1, 1]}
+    with pytest.raises(ToolFailure, match="the train split has no images"):
+        load_split_sizes(manifest, "train", pre, 1, [1], [320, 224])

@@ -74,6 +74,8 @@ def load_split_sizes(manifest: dict[str, Any], split: str, pre: dict[str, Any], 
     for a in ann["annotations"]:
         by_image.setdefault(a["image_id"], []).append(a)
     images = val_images(manifest, split, None)
+    if not images:
+        raise ToolFailure("empty_split", f"the {split} split has no images")
     cols: list[tuple[list[np.ndarray], ...]] = [([], [], [], []) for _ in sizes]
     for im in images:
         img = load_image(im["path"])
@@ -147,8 +149,6 @@ def train(manifest: dict[str, Any], pre: dict[str, Any], demo: dict[str, Any],
     small = int(prog.get("input_size", size)) if prog.get("fraction", 0) > 0 else size
     sizes = [size] if small == size else [size, small]
     splits = load_split_sizes(manifest, "train", pre, nc, cat_ids, sizes)
-    if len(splits[0][0]) == 0:
-        raise ToolFailure("empty_split", "the train split has no images")
     load_s = time.monotonic() - t0
     # channels-last convolutions are about 20% faster on the CPU; the weights are the same
     data = [tuple(torch.from_numpy(a) for a in arrays) for arrays in splits]
