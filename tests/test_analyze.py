@@ -278,3 +278,19 @@ def test_recipe_rows_link_to_their_parent_in_the_summary_and_the_ledger():
     step = next(s for s in steps(pd.DataFrame(rows)) if s["step"] == "INT8 ort-qdq -> INT8 + recipe on onnxruntime")
     assert step["recovered_share"] == pytest.approx(0.0208 / 0.021, abs=1e-3)
     assert step["int8_speedup_vs_fp32"] == 2.13 and step["speedup_vs_fp32"] == 1.95
+
+
+def test_analysis_sessions_do_not_spin_after_a_run(tmp_path: Path):
+    """The analysis runs a dozen sessions in turn on the same cores: a session whose threads
+    spin-wait after its run takes the cores from the next one (it made the AP pass 3x slower
+    on 2 cores), so the analysis' sessions are made with spinning off, the others keep it."""
+    from quantsweep.analyze import _Graphs
+    from quantsweep.backends import onnxruntime as ortb
+
+    model = onnx.load(str(conv_net(tmp_path / "net.onnx")))
+    entry = "session.intra_op.allow_spinning"
+    quiet = _Graphs(2).runner(model).session.get_session_options()
+    assert quiet.get_session_config_entry(entry) == "0"
+    default = ortb.runner(model.SerializeToString(), {"threads": 2}).session.get_session_options()
+    with pytest.raises(RuntimeError, match="does not have configuration"):
+        default.get_session_config_entry(entry)  # ONNX Runtime's default: spinning on

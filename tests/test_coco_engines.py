@@ -67,3 +67,17 @@ def test_both_engines_refuse_the_same_bad_input(val_annotations: Path) -> None:
             score_detections(bad, val_annotations, engine=engine)
         empty = score_detections([], val_annotations, engine=engine)
         assert empty["AP"] == 0.0
+
+
+@pytest.mark.parametrize("engine", ["pycocotools", "faster-coco-eval"])
+def test_whole_range_only_scores_the_same_ap(val_annotations: Path, engine: str) -> None:
+    """``by_area=False`` (the analysis' AP pass) gives the same AP, AP50, AP75 and AR as the full
+    evaluation, and no by-size numbers rather than wrong ones."""
+    dets = noisy_detections(val_annotations, 4)
+    full = score_detections(dets, val_annotations, engine=engine)
+    whole = score_detections(dets, val_annotations, engine=engine, by_area=False)
+    for k in ("AP", "AP50", "AP75", "AR1", "AR10", "AR100"):
+        assert whole[k] == pytest.approx(full[k], abs=1e-9), k
+    assert 0.05 < full["APs"] < 0.95 and whole["APs"] is None and whole["ARl"] is None
+    assert whole["per_class_AP"] == full["per_class_AP"]
+    assert score_detections([], val_annotations, engine=engine, by_area=False)["APm"] is None

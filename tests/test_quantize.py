@@ -157,6 +157,15 @@ def test_modelopt_ptq_in_its_own_toolset(tmp_path: Path):
         assert len(sens["layers"]) == an["data"]["layer_groups"] > 0
         assert an["data"]["quantized_layers"] >= an["data"]["layer_groups"]
         assert all(0 <= x["error_only_quantized"] <= 2 for x in sens["layers"])
+        # a recipe step of one layer is that layer alone in float, whose AP the candidates' pass
+        # already scored: no graph is built again for it
+        recipe = json.loads((tmp_path / "results" / parent / "analyze/recipe.json").read_text())
+        alone = {x["layer"]: x.get("ap_only_float") for x in sens["layers"]}
+        scored = [s for s in recipe["steps"]
+                  if len(s["float_layers"]) == 1 and alone[s["float_layers"][0]] is not None]
+        assert all(s["AP"] == alone[s["float_layers"][0]] for s in scored)
+        assert an["data"]["graphs_run"] == (2 + 2 * an["data"]["layer_groups"]
+                                            + len(recipe["steps"]) - len(scored))
         recipe_cell = f"{parent}-recipe/int8/onnxruntime"
         r = rows.loc[recipe_cell]
         assert r["status"] == "ok" and r["recipe_of"] == f"{parent}/int8/onnxruntime", r["reason"]

@@ -84,7 +84,7 @@ class _Graphs:
         from quantsweep.backends import onnxruntime as ortb
 
         self.n += 1
-        return ortb.runner(model.SerializeToString(), {"threads": self.threads})
+        return ortb.runner(model.SerializeToString(), {"threads": self.threads, "spin": False})
 
 
 class _TopK:
@@ -138,6 +138,7 @@ class _SubsetAP:
         self.manifest = {**manifest, "splits": {**manifest["splits"], "val": {
             **manifest["splits"]["val"], "annotations": str(self.ann)}}}
         self.spec, self.ev = p["model_spec"], {**p["evaluate"], "max_images": n}
+        self.engine = self.ev.get("coco_engine", "pycocotools")
         dec = self.spec["decode"]
         self.names = model_class_names(float_model, dec) if dec["label_map"] == "names" \
             else None
@@ -154,7 +155,8 @@ class _SubsetAP:
 
         t0 = time.monotonic()
         res = evaluate_runners(runners, self.spec, self.manifest, self.ev, self.names)
-        aps = {k: float(score_detections(dets, self.ann)["AP"]) for k, (dets, _) in res.items()}
+        aps = {k: float(score_detections(dets, self.ann, engine=self.engine, by_area=False)["AP"])
+               for k, (dets, _) in res.items()}
         self.seconds += time.monotonic() - t0
         return aps
 
@@ -239,8 +241,11 @@ def run(job: Job) -> Result:
         r["ap_only_quantized"] = aps[f"quantized:{r['layer']}"]
         r["ap_drop"] = round(ap_fp32 - r["ap_only_quantized"], 6)
     order = sorted(ranked[:top_k], key=lambda r: -r["ap_recovered"]) + ranked[top_k:]
+    # a trial of one layer is that layer alone in float: its AP is already known
+    known = {(r["layer"],): r["ap_only_float"] for r in ranked[:top_k]}
     kept, ap_cur, steps = greedy_recipe(
-        [r["layer"] for r in order], lambda trial: ap_of(variant(trial)),
+        [r["layer"] for r in order],
+        lambda trial: known[tuple(trial)] if tuple(trial) in known else ap_of(variant(trial)),
         ap_fp32, ap_int8, float(opts["max_ap_drop"]), int(opts["max_float_layers"]))
     chosen = [x.record() for u in kept for x in units[u]]  # the recipe names nodes
     target_met = ap_fp32 - ap_cur <= opts["max_ap_drop"]

@@ -28,6 +28,8 @@ def _session(model: str | Path | bytes, options: dict[str, Any]) -> Any:
     so = ort.SessionOptions()
     so.intra_op_num_threads = int(options.get("threads", 1))
     so.inter_op_num_threads = 1
+    if not options.get("spin", True):
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     level = options.get("graph_optimization", "all")
     so.graph_optimization_level = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,

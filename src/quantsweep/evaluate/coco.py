@@ -10,6 +10,7 @@ from typing import Any
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100",
                 "ARs", "ARm", "ARl")
+BY_AREA = ("APs", "APm", "APl", "ARs", "ARm", "ARl")
 
 
 class DetectionsError(ValueError):
@@ -39,8 +40,11 @@ def _coco(engine: str) -> tuple[Any, Any]:
 
 
 def score_detections(detections: str | Path | list[dict[str, Any]], annotations: str | Path,
-                     mode: str = "measured", engine: str = "pycocotools") -> dict[str, Any]:
-    """AP, AP50, AP75, APs/m/l and AR@1/10/100 plus per-class AP; empty detections -> zeros."""
+                     mode: str = "measured", engine: str = "pycocotools",
+                     by_area: bool = True) -> dict[str, Any]:
+    """AP, AP50, AP75, APs/m/l and AR@1/10/100 plus per-class AP; empty detections -> zeros.
+    ``by_area=False`` matches the detections over the whole area range only (a quarter of the
+    matching work): APs/m/l and ARs/m/l are then None, the others are the same numbers."""
     COCO, COCOeval = _coco(engine)
 
     dets = detections
@@ -59,16 +63,20 @@ def score_detections(detections: str | Path | list[dict[str, Any]], annotations:
     out: dict[str, Any] = {"status": "ok", "mode": mode, "n_images": len(img_ids),
                            "n_detections": len(dets), "coco_engine": engine}
     if not dets:
-        out.update({k: 0.0 for k in METRIC_NAMES})
+        out.update({k: 0.0 if by_area or k not in BY_AREA else None for k in METRIC_NAMES})
         out["per_class_AP"] = {name: 0.0 for name in cats.values()}
         return out
     with contextlib.redirect_stdout(io.StringIO()):
         dt = gt.loadRes(dets)
         ev = COCOeval(gt, dt, "bbox")
+        if not by_area and engine == "pycocotools":  # the first range is "all", the one AP,
+            # AP50, AP75 and AR are taken on (faster-coco-eval's summary needs all four ranges)
+            ev.params.areaRng, ev.params.areaRngLbl = ev.params.areaRng[:1], ev.params.areaRngLbl[:1]
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    out.update({k: round(float(v), 6) for k, v in zip(METRIC_NAMES, ev.stats, strict=True)})
+    out.update({k: round(float(v), 6) if by_area or k not in BY_AREA else None
+                for k, v in zip(METRIC_NAMES, ev.stats, strict=True)})
     prec = ev.eval["precision"]  # [T, R, K, A, M]
     per_class = {}
     for k, cid in enumerate(ev.params.catIds):
