@@ -242,7 +242,7 @@ def run(job: Job) -> Result:
         r["ap_drop"] = round(ap_fp32 - r["ap_only_quantized"], 6)
     order = sorted(ranked[:top_k], key=lambda r: -r["ap_recovered"]) + ranked[top_k:]
     # a trial of one layer is that layer alone in float: its AP is already known
-    known = {(r["layer"],): r["ap_only_float"] for r in ranked[:top_k]}
+    known: dict[tuple[str, ...], float] = {(r["layer"],): r["ap_only_float"] for r in ranked[:top_k]}
     kept, ap_cur, steps = greedy_recipe(
         [r["layer"] for r in order],
         lambda trial: known[tuple(trial)] if tuple(trial) in known else ap_of(variant(trial)),
