@@ -6,8 +6,10 @@ report marking a speedup that the rounds cannot tell from 1.0x."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import random
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -115,3 +117,23 @@ def test_compare_and_report_mark_speedups_that_are_not_significant() -> None:
     # a summary from before the intervals: the bare speedup, never a made-up interval
     assert speedup_text({"speedup_vs_fp32": 1.5}) == "1.500x"
     assert list(itertools.islice(latency_rows(_rows().drop(columns=["latency_ci_low_ms"])), 1)) == []
+
+
+def test_an_fp32_cell_is_timed_once_and_its_speedup_is_one(int8_sweep: Path) -> None:
+    """An FP32 cell on ONNX Runtime runs its FP32 graph: the stage times that graph once (no
+    second session of the same file), and its speedup is 1.0, not significant; an INT8 cell is
+    timed against its FP32 graph round by round."""
+    def latency(cell: str) -> dict:
+        st = json.loads((int8_sweep / "results" / cell / "latency" / "status.json").read_text())
+        assert st["status"] == "ok", st["message"]
+        return st["data"]
+
+    fp32 = latency("demo-torch/torch2.13/opset13/none/fp32/onnxruntime")
+    assert fp32["fp32_is_cell"] is True and fp32["graph"] == fp32["fp32_graph"]
+    assert fp32["rounds_ms"]["fp32"] == fp32["rounds_ms"]["cell"]
+    assert fp32["speedup_vs_fp32"] == fp32["speedup_ci_low"] == fp32["speedup_ci_high"] == 1.0
+    assert fp32["speedup_significant"] is False
+    int8 = latency("demo-torch/torch2.13/opset13/ort-qdq/int8/onnxruntime")
+    assert int8["fp32_is_cell"] is False and int8["graph"] != int8["fp32_graph"]
+    assert int8["rounds_ms"]["fp32"] != int8["rounds_ms"]["cell"]
+    assert len(int8["rounds_ms"]["fp32"]) == len(int8["rounds_ms"]["cell"]) == int8["latency_rounds"]
