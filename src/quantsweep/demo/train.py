@@ -83,7 +83,7 @@ def load_split_sizes(manifest: dict[str, Any], split: str, pre: dict[str, Any], 
 
     def one(im: dict[str, Any]) -> list[tuple[np.ndarray, ...]]:
         img = load_image(im["path"])
-        out = []
+        out: list[tuple[np.ndarray, ...]] = []
         for size in sizes:
             x, meta = preprocess(img, {**pre, "size": [size, size]})
             boxes, labels = [], []
