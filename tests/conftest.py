@@ -14,6 +14,13 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 # toolset envs are shared by every test run on this machine (created once, keyed by hash)
 ENVS = Path(os.environ.get("QUANTSWEEP_TEST_ENVS", REPO / ".envs"))
+# Two pytest-xdist workers share the two cores, each running Snakemake with --cores 2: an
+# OpenMP process with two threads beside other busy processes waits at every barrier for a
+# preempted thread (the demo's training, 150 steps: 18.6 s alone, 97 s with a second one
+# beside it; on one thread each: 30.4 s alone, 31.1 s side by side). Every tool a test starts
+# (torch, Paddle, MKL) defaults to one thread; a stage given an explicit thread count keeps it.
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 TORCH_TOOLSET = {"packages": ["torch==2.13.0+cpu", "onnx==1.20.1", "onnxruntime==1.23.2",
                               "onnxscript"]}
