@@ -14,7 +14,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 # toolset envs are shared by every test run on this machine (created once, keyed by hash)
 ENVS = Path(os.environ.get("QUANTSWEEP_TEST_ENVS", REPO / ".envs"))
-# Two pytest-xdist workers share the two cores, each running Snakemake with --cores 2: an
+# Three pytest-xdist workers share the two cores, each running Snakemake with --cores 2: an
 # OpenMP process with two threads beside other busy processes waits at every barrier for a
 # preempted thread (the demo's training, 150 steps: 18.6 s alone, 97 s with a second one
 # beside it; on one thread each: 30.4 s alone, 31.1 s side by side). Every tool a test starts
@@ -167,14 +167,13 @@ def int8_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-# The suite runs on two pytest-xdist workers (pyproject's addopts). A worker takes whole files
-# (module fixtures are built once), and the files that read a session sweep go to the same
-# worker (the sweep is built once, and test_no_holes' breaking and repairing it never races a
-# reader). The longest files are handed out first (pyproject: --no-loadscope-reorder keeps this
-# order) so that neither worker ends alone on one.
+# The suite runs on three pytest-xdist workers on two cores (pyproject's addopts): the Slurm test
+# mostly waits on Slurm's status checks, and every tool runs on one thread (above), so a third
+# worker fills the waits. A worker takes whole files (module fixtures are built once), and the
+# files that read a session sweep go to the same worker (the sweep is built once, and
+# test_no_holes' breaking and repairing it never races a reader). The longest files are handed
+# out first (pyproject: --no-loadscope-reorder keeps this order) so that no worker ends alone on one.
 SHARED_SWEEPS = ("int8_sweep", "paddleslim_sweep")
-# (xdist hands each worker two files at the start: floors + slurm, which mostly waits on Slurm's
-# status checks, on one; the two Ultralytics files, which share one env, on the other)
 LONGEST_FIRST = ("test_demo_floors", "test_sources", "test_slurm", "test_real_detectors",
                  "test_paddledet", "test_handoff", "test_export", "test_quantize")
 
