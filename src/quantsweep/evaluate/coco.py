@@ -60,10 +60,11 @@ def score_detections(detections: str | Path | list[dict[str, Any]], annotations:
     unknown = sorted({d["category_id"] for d in dets} - set(cats))
     if unknown:
         raise DetectionsError(f"detections name category ids not in {annotations}: {unknown}")
+    unscored = () if by_area else BY_AREA  # None, not a number, when by-size was not matched
     out: dict[str, Any] = {"status": "ok", "mode": mode, "n_images": len(img_ids),
                            "n_detections": len(dets), "coco_engine": engine}
     if not dets:
-        out.update({k: 0.0 if by_area or k not in BY_AREA else None for k in METRIC_NAMES})
+        out.update({k: None if k in unscored else 0.0 for k in METRIC_NAMES})
         out["per_class_AP"] = {name: 0.0 for name in cats.values()}
         return out
     with contextlib.redirect_stdout(io.StringIO()):
@@ -75,7 +76,7 @@ def score_detections(detections: str | Path | list[dict[str, Any]], annotations:
         ev.evaluate()
         ev.accumulate()
         ev.summarize()
-    out.update({k: round(float(v), 6) if by_area or k not in BY_AREA else None
+    out.update({k: None if k in unscored else round(float(v), 6)
                 for k, v in zip(METRIC_NAMES, ev.stats, strict=True)})
     prec = ev.eval["precision"]  # [T, R, K, A, M]
     per_class = {}
