@@ -3,7 +3,8 @@
 A figure that cannot be measured (a missing toolset env, a stage that failed) prints
 "met": null with the reason, never a value. `--quick` sizes everything to finish in <= 10 min
 on 2 cores: one small sweep in a temporary folder (the default config's dataset and demo, the
-demo-torch cells at FP32 and ORT INT8 with the analysis), then the benchmarks on its outputs.
+demo-torch cells at FP32 and ORT INT8 with the analysis), then the benchmarks on its outputs;
+last, its latency stage runs again and each cell's two intervals are compared.
 
     python benchmarks/run_all.py --quick [--keep DIR]
 """
@@ -85,6 +86,7 @@ def main() -> int:
     import dryrun_scaling
     import eval_loop
     import int8_speedup
+    import latency_agreement
 
     q = a.quick
     steps: list[tuple[str, str, str, Callable[[], list[dict[str, Any]]]]] = [
@@ -95,6 +97,8 @@ def main() -> int:
         ("decode_cost", "ratio", decode_cost.GOAL,
          lambda: decode_cost.measure(20 if q else 40, (320,) if q else (320, 640), create_env=not q)),
         ("dryrun_scaling", "ratio", "<= 3", lambda: dryrun_scaling.measure(1 if q else 3)),
+        ("latency_agreement", "overlap", latency_agreement.GOAL,
+         lambda: latency_agreement.measure(root, cfg)),
     ]
     for bench, name, goal, fn in steps:
         t = time.perf_counter()
