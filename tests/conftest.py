@@ -49,6 +49,10 @@ DEMO_PADDLE = {
 
 
 TINY_LATENCY = {"images": 2, "rounds": 3, "max_rounds": 3, "warmup": 1}
+# for the sweeps of tests that read no timing (export, sources' failure rows, Slurm, decode rows,
+# the demo's contracts): no latency stage. The stage runs in the other sweeps (test_latency,
+# test_codedigest at its defaults, the shared sweeps, every real architecture's sweep)
+NO_LATENCY = {**TINY_LATENCY, "backends": []}
 
 
 def tiny_config(**over: object) -> dict:

@@ -5,12 +5,14 @@ of categories the dataset lacks are dropped and counted, and summary.csv is writ
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ORT_TOOLSET, snakemake, tiny_config, write_config
+from conftest import NO_LATENCY, ORT_TOOLSET, snakemake, tiny_config, write_config
 from helpers_onnx import const_detector, one_image_coco
 
 import quantsweep
@@ -23,7 +25,7 @@ ONNX_INPUTS = [{"name": "images", "role": "image"},
 
 
 def test_undecodable_and_foreign_models_are_rows_and_the_sweep_goes_on(tmp_path: Path):
-    cfg = tiny_config()
+    cfg = tiny_config(latency=dict(NO_LATENCY))
     cfg["toolsets"]["ort1.20"] = dict(ORT_TOOLSET)
     frm = {"model": "demo-torch", "toolset": "torch2.13"}
     cfg["models"]["as-yolo"] = {  # a yolo layout on the [1,K,4] boxes output: cannot decode
@@ -48,6 +50,13 @@ def test_undecodable_and_foreign_models_are_rows_and_the_sweep_goes_on(tmp_path:
     assert metrics["foreign_detections"] == foreign["foreign_detections"]
     # the dropped ids are those the demo dataset (1, 3, 7, 12, 90) does not have
     assert set(map(int, metrics["foreign_category_ids"])) <= {0, 2, 4}
+    # latency.backends: [] (NO_LATENCY): no latency job, empty timing columns, and the
+    # speedup pivot still prints (every cell without a value)
+    assert not list((tmp_path / "results").rglob("latency/status.json"))
+    assert s["latency_ms"].isna().all() and s["speedup_vs_fp32"].isna().all()
+    r = subprocess.run([sys.executable, "-m", "quantsweep.cli", "compare", "--values", "speedup_vs_fp32"],
+                       cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 0 and "demo-torch" in r.stdout, r.stderr[-2000:]
 
 
 @pytest.fixture

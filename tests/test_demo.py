@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import DEMO_PADDLE, PADDLE_TOOLSET, snakemake, tiny_config, write_config
+from conftest import DEMO_PADDLE, NO_LATENCY, PADDLE_TOOLSET, snakemake, tiny_config, write_config
 
 
 def _cfg() -> dict:
-    cfg = tiny_config()
+    cfg = tiny_config(latency=dict(NO_LATENCY))
     cfg["toolsets"]["paddle2.6-p2o1.3"] = PADDLE_TOOLSET
     cfg["models"]["demo-paddle"] = json.loads(json.dumps(DEMO_PADDLE))
     cfg["matrix"].append({"models": ["demo-paddle"], "toolsets": ["paddle2.6-p2o1.3"],

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
-from conftest import ENVS, REPO, snakemake, write_config
+from conftest import ENVS, REPO, TINY_LATENCY, snakemake, write_config
 
 from quantsweep.config import load_config
 
@@ -26,6 +26,7 @@ def test_default_demo_meets_floors(tmp_path: Path):
     cfg = load_config(REPO / "config" / "config.yaml")
     cfg["envs_dir"] = str(ENVS)
     cfg["demo"]["threads"] = 1
+    cfg["latency"] = dict(TINY_LATENCY)  # the floors are about accuracy; latency is timed elsewhere
     cfg["matrix"] = [{"models": ["demo-paddle"], "toolsets": ["paddle2.6-p2o1.3"], "opsets": [13]},
                      {"models": ["demo-torch"], "toolsets": ["torch2.13"], "opsets": [13]}]
     cfg["exclude"] = []

@@ -11,7 +11,7 @@ from pathlib import Path
 import onnx
 import pandas as pd
 import pytest
-from conftest import DEMO_PADDLE, DEMO_TORCH, PADDLE_TOOLSET, artifact, snakemake, tiny_config, write_config
+from conftest import DEMO_PADDLE, DEMO_TORCH, NO_LATENCY, PADDLE_TOOLSET, artifact, snakemake, tiny_config, write_config
 from helpers_onnx import const_detector
 
 P26 = "paddle2.6-p2o1.3"
@@ -32,7 +32,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One tiny sweep: demo-paddle by API and CLI at opsets 7/13/20, torch at 7/13 and
     dynamo at 13/18; then a second run with user Paddle model directories made from it."""
     root = tmp_path_factory.mktemp("export")
-    cfg = tiny_config()
+    cfg = tiny_config(latency=dict(NO_LATENCY))
     cfg["toolsets"][P26] = PADDLE_TOOLSET
     paddle = json.loads(json.dumps(DEMO_PADDLE))
     cfg["models"].update({

@@ -267,3 +267,20 @@ def test_documented_check_config_commands_pass() -> None:
         r = subprocess.run([sys.executable, "-m", "quantsweep.cli", *shlex.split(cmd)[1:]],
                            cwd=REPO, capture_output=True, text=True)
         assert r.returncode == 0, f"{cmd}: {r.stderr}"
+
+
+def test_latency_backends_choose_the_cells_that_are_timed() -> None:
+    from conftest import tiny_config
+
+    from quantsweep.config import ConfigError, validate_config
+
+    def timed(latency: dict) -> list[str]:
+        cfg = tiny_config(latency=latency)
+        cfg["matrix"][0]["backends"] = ["onnxruntime", "tensorrt_sim"]
+        return [e.path for e in tree.expected_files(validate_config(cfg), "results") if e.stage == "latency"]
+
+    assert [p.split("/")[-3] for p in timed({})] == ["onnxruntime", "tensorrt_sim"]
+    assert [p.split("/")[-3] for p in timed({"backends": ["tensorrt_sim"]})] == ["tensorrt_sim"]
+    assert timed({"backends": []}) == []
+    with pytest.raises(ConfigError, match=r"latency\.backends"):
+        timed({"backends": ["trtexec"]})

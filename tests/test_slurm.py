@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import REPO, snakemake, tiny_config, write_config
+from conftest import NO_LATENCY, REPO, snakemake, tiny_config, write_config
 from slurm_cluster import install, single_node
 
 SAME = ["cell", "status", "stage", "reason_class", "mode", "AP", "AP50", "AP75", "framework_AP",
@@ -24,7 +24,7 @@ def test_slurm_profile_runs_the_sweep_like_one_machine(tmp_path: Path) -> None:
     local, cluster = tmp_path / "local", tmp_path / "cluster"
     for d in (local, cluster):
         d.mkdir()
-        write_config(d, tiny_config())
+        write_config(d, tiny_config(latency=dict(NO_LATENCY)))
     snakemake(local)
     with single_node(tmp_path / "slurm") as env:
         # a job Slurm cannot launch stays pending ("launch failed requeued held"): bounded

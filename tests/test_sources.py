@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ENVS, ORT_TOOLSET, TORCH_TOOLSET, snakemake, tiny_config, write_config
+from conftest import ENVS, NO_LATENCY, ORT_TOOLSET, TORCH_TOOLSET, snakemake, tiny_config, write_config
 from test_real_detectors import ULTRA_TOOLSET
 
 from quantsweep.toolsets import ensure_env
@@ -90,7 +90,7 @@ def test_users_torch_module_and_bad_sources_are_rows(tmp_path: Path):
                            "coordinates": "input"}}
     user = {"source": "torch", "factory": "mydet:build", "kwargs": {"k": 12},
             "python_path": [str(pkg)], **contract}
-    cfg = tiny_config()
+    cfg = tiny_config(latency=dict(NO_LATENCY))
     cfg["toolsets"]["ort1.20"] = dict(ORT_TOOLSET)
     cfg["models"] = {
         "mine": {**user, "weights": str(tmp_path / "ckpt.pt"), "weights_key": "model"},
@@ -179,7 +179,10 @@ def test_ultralytics_and_torchvision_sources_through_every_stage(ultra_python, t
                      {"models": ["rtdetr-l"], "toolsets": ["ultra8.4"], "opsets": [16, 17]},
                      {"models": ["ssdlite", "classifier", "yolov8n-names"], "toolsets": ["ultra8.4"],
                       "opsets": [17]},
-                     {"models": ["yolov8n", "rtdetr-l", "ssdlite"], "toolsets": ["ultra8.4"],
+                     # a source's graph through INT8: yolov8n here; RT-DETR-l's and SSDlite's
+                     # graphs are quantized and simulated in test_real_detectors (the stages
+                     # after export do not depend on the source)
+                     {"models": ["yolov8n"], "toolsets": ["ultra8.4"],
                       "opsets": [17], "quantizers": ["ort-qdq"], "precisions": ["int8"],
                       "backends": ["onnxruntime", "tensorrt_sim"]}]
     cfg["quantize"] = {"calib_images": 2}
@@ -200,7 +203,7 @@ def test_ultralytics_and_torchvision_sources_through_every_stage(ultra_python, t
                     .read_text())
     assert fw["reason_class"] == "label_map_mismatch"  # the framework model carries the names too
     rest = s[~s.model.isin(["classifier", "yolov8n-names"])]
-    assert len(rest) == 11
+    assert len(rest) == 7
     bad = rest[rest.status != "ok"]
     assert bad.empty, bad[["stage", "reason_class", "reason"]].to_string()
     assert rest["parity_ok"].all() and rest["framework_AP"].notna().all()

@@ -24,6 +24,13 @@ from quantsweep.job import Job, Result, tool_call
 CPU_BACKENDS = ("onnxruntime", "tensorrt_sim")  # what this stage times on this machine's CPU
 
 
+def timed_backends(cfg: dict[str, Any]) -> tuple[str, ...]:
+    """The backends whose cells get a latency stage: ``latency.backends`` of the config (all of
+    CPU_BACKENDS by default; ``[]`` for a sweep that measures accuracy only)."""
+    chosen = (cfg.get("latency") or {}).get("backends", CPU_BACKENDS)
+    return tuple(b for b in CPU_BACKENDS if b in chosen)
+
+
 def _quartiles(xs: list[float]) -> tuple[float, float]:
     q = statistics.quantiles(xs, n=4, method="inclusive")
     return q[0], q[2]

@@ -52,8 +52,9 @@ def _stage_files(out: dict[str, Expected], owner: str, stage: str, results: str,
 def expected_files(cfg: dict[str, Any], results: str, resources: str = "resources") -> list[Expected]:
     """Every per-cell file the configured plan needs, upstream stages included, in a stable
     order (the paths are the ones the workflow's rules write)."""
-    from quantsweep.latency import CPU_BACKENDS
+    from quantsweep.latency import timed_backends
 
+    timed = timed_backends(cfg)
     out: dict[str, Expected] = {}
     models = cfg["models"]
     planned = matrix.planned(cfg)
@@ -76,7 +77,7 @@ def expected_files(cfg: dict[str, Any], results: str, resources: str = "resource
                 _stage_files(out, paths.STAGE_DIRS[stage].format(**ax), stage, results, **ax)
         for stage in ("export", "quantize"):
             _stage_files(out, paths.STAGE_DIRS[stage].format(**ax), stage, results, **ax)
-        for stage in ("build", "evaluate", *(("latency",) if c.backend in CPU_BACKENDS else ())):
+        for stage in ("build", "evaluate", *(("latency",) if c.backend in timed else ())):
             _stage_files(out, c.id, stage, results, **ax)
     for a in matrix.analyzed(cfg):
         _stage_files(out, paths.STAGE_DIRS["analyze"].format(**a), "analyze", results, **a)

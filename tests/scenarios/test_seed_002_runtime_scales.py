@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import tiny_config, write_config
+from conftest import NO_LATENCY, tiny_config, write_config
 from doctor_cli import codes, doctor
 from helpers_onnx import detector, feeds
 
@@ -65,7 +65,7 @@ def test_torch_qat_static_and_dynamic_amax(tmp_path: Path) -> None:
     import pandas as pd
     from conftest import snakemake
 
-    cfg = tiny_config()
+    cfg = tiny_config(latency=dict(NO_LATENCY))
     cfg["matrix"].append({"models": ["demo-torch"], "toolsets": ["torch2.13"], "opsets": [13],
                           "quantizers": ["torch-qat", "torch-qat-dynamic"], "precisions": ["int8"]})
     cfg["quantize"] = {"calib_images": 2, "torch-qat": {"steps": 2, "batch_size": 2}}

@@ -41,7 +41,9 @@ ANALYZED = matrix.analyzed(config)  # the quantized graphs of blocks with analyz
 # Every per-cell file of the plan: targets of `all`, so that one a killed run left missing is
 # remade (Snakemake does not remake a missing file whose downstream files are up to date)
 TREE = [e.path for e in tree.expected_files(config, RESULTS, RESOURCES)]
-from quantsweep.latency import CPU_BACKENDS as LATENCY_BACKENDS  # noqa: E402  timed here, alone
+from quantsweep.latency import timed_backends  # noqa: E402
+
+LATENCY_BACKENDS = timed_backends(config)  # timed here, alone
 try:  # the latency stage takes every core: no other job runs beside it (on a cluster, where
     # cores count jobs, at most this machine's CPUs per job)
     ALL_CORES = max(1, min(int(workflow.cores), os.cpu_count() or 1))

@@ -8,7 +8,8 @@ checked against every box kept before it (one IoU matrix), then among themselves
 block's "i suppresses j" matrix (i before j, same class, IoU over the threshold), the greedy
 result is the one ``keep`` with ``keep[j] = alive[j] and not any(keep[i] and S[i, j])``; it is
 found by applying that rule to the whole block until nothing changes (each pass settles at
-least the next box in order, in practice all of them within a few passes). The walk stops once
+least the next box in order: a few passes for scattered boxes, about 20 per block for the
+piled-up candidates of a YOLOv8n at random init). The walk stops once
 ``max_det`` boxes are kept: the first ``max_det`` kept boxes are the same as those of a full
 NMS truncated to ``max_det``."""
 
@@ -30,14 +31,16 @@ def _iou(a: np.ndarray, b: np.ndarray, area_a: np.ndarray, area_b: np.ndarray) -
 
 def batched_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
                 iou_threshold: float, max_det: int | None = None) -> np.ndarray:
-    """Indices of the kept boxes (x1,y1,x2,y2), highest score first; class-aware."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+    """Indices of the kept boxes (x1,y1,x2,y2), highest score first; class-aware. The IoU is
+    computed in float32, as torchvision computes it for float32 boxes (a block's IoU matrix in
+    float64 cost about 4x as much here)."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     n = len(boxes)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
     order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
     b = boxes[order]
-    cls = np.unique(np.asarray(classes).reshape(-1)[order], return_inverse=True)[1].reshape(-1)
+    cls = np.asarray(classes).reshape(-1)[order]  # compared for equality only
     area = np.maximum(b[:, 2] - b[:, 0], 0.0) * np.maximum(b[:, 3] - b[:, 1], 0.0)
     limit = n if max_det is None else max_det
     kept = np.zeros(0, dtype=np.int64)  # positions in score order
@@ -54,12 +57,13 @@ def batched_nms(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
             continue
         s = _iou(b[live], b[live], area[live], area[live]) > iou_threshold
         s &= cls[live][:, None] == cls[live][None, :]
-        s = np.triu(s, k=1)  # only a higher-scoring box suppresses
-        keep: np.ndarray = np.ones(live.size, dtype=bool)
+        # only a higher-scoring box suppresses; as 0/1 floats, a pass is one vector-matrix product
+        sf = np.triu(s, k=1).astype(np.float32)
+        keep = np.ones(live.size, dtype=np.float32)
         while True:
-            new: np.ndarray = ~(s & keep[:, None]).any(axis=0)
-            if np.array_equal(new, keep):
+            new = (keep @ sf == 0).astype(np.float32)
+            if not (new != keep).any():
                 break
             keep = new
-        kept = np.concatenate([kept, live[keep]])
+        kept = np.concatenate([kept, live[keep > 0]])
     return order[kept[:limit]]
