@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ENVS, REPO, snakemake, tiny_config, write_config
+from conftest import ENVS, NO_LATENCY, REPO, snakemake, tiny_config, write_config
 
 from quantsweep.toolsets import ensure_env
 
@@ -42,7 +42,7 @@ def ppyoloe(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_ppyoloe_from_paddledetection_through_every_stage(ppyoloe: Path, tmp_path: Path):
-    cfg = tiny_config()
+    cfg = tiny_config(latency=dict(NO_LATENCY))  # its contract is timed in paddleslim_sweep
     cfg["toolsets"] = {"ppdet2.6": PPDET_TOOLSET}
     cfg["models"] = {"ppyoloe-s": {
         "source": "paddle", "path": str(ppyoloe),
@@ -152,7 +152,7 @@ def test_paddle3_ppyoloe_without_nms_repaired_through_every_stage(ppyoloe_paddle
     with the pir_interp_size repair, ort-qdq INT8 on ONNX Runtime and the TensorRT estimate;
     the same model unrepaired fails its export with the class pir_double_scale and the doctor's
     fix; the decode's NMS equals PaddleDetection's own MultiClassNMS on the model's outputs."""
-    cfg = tiny_config()
+    cfg = tiny_config(latency=dict(NO_LATENCY))  # its contract is timed in paddleslim_sweep
     cfg["toolsets"] = {"ppdet3.3": PPDET3_TOOLSET}
     model = {"source": "paddle", "path": str(ppyoloe_paddle3), "inputs": PPYOLOE_INPUTS,
              "preprocess": PPYOLOE_PRE,
@@ -249,7 +249,7 @@ def test_paddle3_same_paddle26_model_compared_across_generations(ppyoloe: Path, 
     which translates it to PIR and then needs the pir_interp_size repair (done on the legacy
     program; Paddle 2.6 takes it too). `quantsweep compare` puts AP, parity and INT8 side by side."""
     _paddle3_env()
-    cfg = tiny_config()
+    cfg = tiny_config(latency=dict(NO_LATENCY))  # its contract is timed in paddleslim_sweep
     cfg["toolsets"] = {"ppdet2.6": PPDET_TOOLSET, "ppdet3.3": PPDET3_TOOLSET}
     cfg["models"] = {"ppyoloe-s": {
         "source": "paddle", "path": str(ppyoloe), "inputs": PPYOLOE_INPUTS, "preprocess": PPYOLOE_PRE,

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ENVS, ORT_TOOLSET, REPO, snakemake, tiny_config, write_config
+from conftest import ENVS, NO_LATENCY, ORT_TOOLSET, REPO, snakemake, tiny_config, write_config
 
 from quantsweep.toolsets import ensure_env
 
@@ -107,7 +107,7 @@ def test_inspect_model_recognises_the_four_real_graphs(exported):
 
 def test_real_architectures_through_every_stage(exported, tmp_path: Path):
     out, _ = exported
-    cfg = tiny_config()
+    cfg = tiny_config(latency=dict(NO_LATENCY))  # these graphs are timed in test_sources' sweep
     cfg["toolsets"] = {"ort1.20": dict(ORT_TOOLSET)}
     cfg["models"] = {n: {"source": "onnx", "path": str(out / f"{n}.onnx"),
                          "inputs": [{"name": "images", "role": "image"}], **m}
