@@ -226,6 +226,21 @@ def test_config_in_another_key_order_reruns_nothing(sweep: tuple[Path, pd.DataFr
         (root / "config.yaml").write_text(original)
 
 
+def test_timing_fewer_backends_reruns_no_latency_job_of_the_others(sweep: tuple[Path, pd.DataFrame]) -> None:
+    """latency.backends decides which latency jobs exist; it is not a parameter of the jobs that
+    stay: the sweep's cells are all onnxruntime cells, so timing onnxruntime only changes nothing."""
+    root, _ = sweep
+    original = (root / "config.yaml").read_text()
+    cfg = yaml.safe_load(original)
+    cfg["latency"] = {**cfg["latency"], "backends": ["onnxruntime"]}
+    (root / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    try:
+        r = snakemake(root, "-n")
+        assert jobs_run(r) == {}, r.stdout[-3000:]
+    finally:
+        (root / "config.yaml").write_text(original)
+
+
 def test_check_config_merges_files_as_snakemake_does(tmp_path: Path) -> None:
     def check(*files: str) -> subprocess.CompletedProcess:
         args = [a for f in files for a in ("--config", f)]
