@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -204,6 +205,18 @@ def test_verify_names_corrupt_foreign_and_stale(sweep: tuple[Path, pd.DataFrame]
     assert _verify(root).returncode == 0
 
 
+def assert_nothing_to_do_with(root: Path, change: Callable[[dict], object]) -> None:
+    """The sweep's config changed by ``change`` (then restored): a dry run has no job to run."""
+    original = (root / "config.yaml").read_text()
+    (root / "config.yaml").write_text(yaml.safe_dump(change(yaml.safe_load(original)), sort_keys=False))
+    assert (root / "config.yaml").read_text() != original
+    try:
+        r = snakemake(root, "-n")
+        assert jobs_run(r) == {}, r.stdout[-3000:]
+    finally:
+        (root / "config.yaml").write_text(original)
+
+
 @pytest.mark.slow
 def test_config_in_another_key_order_reruns_nothing(sweep: tuple[Path, pd.DataFrame]) -> None:
     root, _ = sweep
@@ -215,30 +228,14 @@ def test_config_in_another_key_order_reruns_nothing(sweep: tuple[Path, pd.DataFr
             return [reverse(x) for x in obj]
         return obj
 
-    original = (root / "config.yaml").read_text()
-    cfg = yaml.safe_load(original)
-    (root / "config.yaml").write_text(yaml.safe_dump(reverse(cfg), sort_keys=False))
-    assert (root / "config.yaml").read_text() != original
-    try:
-        r = snakemake(root, "-n")
-        assert jobs_run(r) == {}, r.stdout[-3000:]
-    finally:
-        (root / "config.yaml").write_text(original)
+    assert_nothing_to_do_with(root, reverse)
 
 
 def test_timing_fewer_backends_reruns_no_latency_job_of_the_others(sweep: tuple[Path, pd.DataFrame]) -> None:
     """latency.backends decides which latency jobs exist; it is not a parameter of the jobs that
     stay: the sweep's cells are all onnxruntime cells, so timing onnxruntime only changes nothing."""
     root, _ = sweep
-    original = (root / "config.yaml").read_text()
-    cfg = yaml.safe_load(original)
-    cfg["latency"] = {**cfg["latency"], "backends": ["onnxruntime"]}
-    (root / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    try:
-        r = snakemake(root, "-n")
-        assert jobs_run(r) == {}, r.stdout[-3000:]
-    finally:
-        (root / "config.yaml").write_text(original)
+    assert_nothing_to_do_with(root, lambda cfg: {**cfg, "latency": {**cfg["latency"], "backends": ["onnxruntime"]}})
 
 
 def test_check_config_merges_files_as_snakemake_does(tmp_path: Path) -> None:
