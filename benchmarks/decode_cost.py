@@ -61,6 +61,7 @@ def measure(images: int = 40, sizes: tuple[int, ...] = (320, 640), create_env: b
     from quantsweep.evaluate.decode import label_to_category, split_outputs, to_detections
     from quantsweep.evaluate.loop import evaluate_runner
     from quantsweep.evaluate.preprocess import build_feeds, iter_preprocessed, val_images
+    from quantsweep.toolsets import interpreter_env
 
     env, why = _env(create_env)
     if env is None:
@@ -75,8 +76,8 @@ def measure(images: int = 40, sizes: tuple[int, ...] = (320, 640), create_env: b
     for size in sizes:
         onnx_path = tmp / f"yolov8n_{size}.onnx"
         subprocess.run([env.python, "-c", EXPORT, str(size), str(onnx_path)], check=True, cwd=tmp,
-                       capture_output=True, env={**os.environ, "YOLO_OFFLINE": "1",
-                                                 "YOLO_CONFIG_DIR": str(tmp / "ucfg")})
+                       capture_output=True, env=interpreter_env(env.env_dir, {
+                           **os.environ, "YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(tmp / "ucfg")}))
         model = {"source": "onnx", "path": str(onnx_path), "inputs": [{"name": "images"}],
                  "decode": {"preset": "ultralytics-yolo", "label_map": "coco80"},
                  "preprocess": {"resize": "letterbox", "size": [size, size], "scale": 1 / 255,

@@ -74,6 +74,17 @@ def tiny_config(**over: object) -> dict:
     return cfg
 
 
+def env_run(env: object, *args: str, extra_env: dict[str, str] | None = None,
+            **kw: object) -> subprocess.CompletedProcess:
+    """A toolset env's interpreter (an ensure_env result) run as a stage runs it: what it
+    imports is compiled once and kept in the env (quantsweep.toolsets.interpreter_env)."""
+    from quantsweep.toolsets import interpreter_env
+
+    return subprocess.run([env.python, *args],  # type: ignore[attr-defined]
+                          env=interpreter_env(env.env_dir, {**os.environ, **(extra_env or {})}),  # type: ignore[attr-defined]
+                          **kw)  # type: ignore[call-overload]
+
+
 def write_config(tmp: Path, cfg: dict) -> Path:
     p = tmp / "config.yaml"
     p.write_text(yaml.safe_dump(cfg, sort_keys=False))

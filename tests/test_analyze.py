@@ -6,6 +6,7 @@ real tool), and the bad inputs: a graph without Q/DQ, a recipe naming nodes the 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -21,7 +22,7 @@ from quantsweep import analyze, qdq_graph
 from quantsweep.job import Job, Skip, ToolFailure
 from quantsweep.quantize import run as quantize_run
 from quantsweep.quantize.modelopt_ptq import exclude_patterns
-from quantsweep.toolsets import ensure_env
+from quantsweep.toolsets import EnvResult, ensure_env, interpreter_env
 
 CONVS = ["conv1", "conv2", "conv3"]
 
@@ -195,13 +196,13 @@ def test_modelopt_patterns_name_exactly_the_recipe_layers():
 
 
 @pytest.fixture(scope="module")
-def modelopt_python() -> str:
+def modelopt_env() -> EnvResult:
     env = ensure_env("modelopt0.47", {"packages": ["nvidia-modelopt[onnx]==0.47.0"]}, ENVS)
     assert env.status == "ok", env.message[-2000:]
-    return env.python
+    return env
 
 
-def test_recipe_in_modelopt_terms_is_applied_by_modelopt(graphs, modelopt_python, tmp_path: Path):
+def test_recipe_in_modelopt_terms_is_applied_by_modelopt(graphs, modelopt_env, tmp_path: Path):
     fp32, _ = graphs
     pats = analyze.recipe_terms([{"layer": "conv1", "op": "Conv", "activations": [],
                                   "weights": []}])["modelopt.onnx.quantization"]["nodes_to_exclude"]
@@ -214,8 +215,9 @@ def test_recipe_in_modelopt_terms_is_applied_by_modelopt(graphs, modelopt_python
             " high_precision_dtype='fp32', log_level='WARNING')\n")
     plain = tmp_path / "mo-plain.onnx"
     for dst, exclude in ((plain, []), (out, pats)):
-        subprocess.run([modelopt_python, "-c", code, str(fp32), str(dst), json.dumps(exclude)],
-                       check=True, cwd=tmp_path)
+        subprocess.run([modelopt_env.python, "-c", code, str(fp32), str(dst), json.dumps(exclude)],
+                       check=True, cwd=tmp_path,
+                       env=interpreter_env(modelopt_env.env_dir, dict(os.environ)))
     # ModelOpt follows its own rules for which layers it quantizes (here conv1 only: measured
     # with 0.47.0); the recipe takes conv1 out
     before = convs(onnx.load(str(plain)))

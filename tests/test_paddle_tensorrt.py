@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import ENVS, PADDLE_TOOLSET, REPO
 
-from quantsweep.toolsets import ensure_env
+from quantsweep.toolsets import ensure_env, interpreter_env
 
 PROBE = r"""
 import json, sys
@@ -48,7 +48,7 @@ def test_paddle_trt_configuration_on_a_paddle_without_tensorrt(tmp_path: Path) -
     env = ensure_env("paddle2.6-p2o1.3", PADDLE_TOOLSET, ENVS)
     assert env.status == "ok", env.message
     r = subprocess.run([env.python, "-c", PROBE, str(tmp_path)], capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": str(REPO / "src")}, timeout=300)
+                       env=interpreter_env(env.env_dir, {**os.environ, "PYTHONPATH": str(REPO / "src")}), timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     ok, why = out["available"]

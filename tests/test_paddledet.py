@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ENVS, NO_LATENCY, REPO, snakemake, tiny_config, write_config
+from conftest import ENVS, NO_LATENCY, REPO, env_run, snakemake, tiny_config, write_config
 
-from quantsweep.toolsets import ensure_env
+from quantsweep.toolsets import EnvResult, ensure_env
 
 # what `import ppdet` and PP-YOLOE's build and export really import (found by trying);
 # paddledet itself goes in without its declared requirements
@@ -32,9 +32,9 @@ def ppyoloe(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env = ensure_env("ppdet2.6", PPDET_TOOLSET, ENVS)
     assert env.status == "ok", env.message[-3000:]
     work = tmp_path_factory.mktemp("ppyoloe")
-    r = subprocess.run([env.python, str(REPO / "tests" / "paddledet_build.py"),
-                        str(FIXTURE / "ppyoloe_crn_s_320.yml"), str(work / "out")],
-                       cwd=FIXTURE, capture_output=True, text=True)
+    r = env_run(env, str(REPO / "tests" / "paddledet_build.py"),
+                str(FIXTURE / "ppyoloe_crn_s_320.yml"), str(work / "out"),
+                cwd=FIXTURE, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     model = work / "out" / "ppyoloe_crn_s_320"
     assert (model / "model.pdmodel").is_file() and (model / "model.pdiparams").is_file()
@@ -107,10 +107,10 @@ PPYOLOE_INPUTS = [{"name": "image", "dtype": "float32", "role": "image"},
 FIXTURE_NMS = {"iou": 0.6, "conf": 0.01, "max_det": 100}
 
 
-def _paddle3_env() -> str:
+def _paddle3_env() -> EnvResult:
     env = ensure_env("ppdet3.3", PPDET3_TOOLSET, ENVS)
     assert env.status == "ok", env.message[-3000:]
-    return env.python
+    return env
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -127,18 +127,18 @@ def ppyoloe_paddle3(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """PP-YOLOE-s exported by PaddleDetection under Paddle 3.3.1 with exclude_nms (PIR
     model.json). With its NMS the same export fails: that failure is asserted here, and
     `quantsweep doctor --explain` must name it (nms_not_pir) with the fix used below."""
-    python = _paddle3_env()
+    env = _paddle3_env()
     work = tmp_path_factory.mktemp("ppyoloe3")
-    build = [python, str(REPO / "tests" / "paddledet_build.py"), str(FIXTURE / "ppyoloe_crn_s_320.yml")]
-    with_nms = subprocess.run([*build, str(work / "nms")], cwd=FIXTURE, capture_output=True, text=True)
+    build = [str(REPO / "tests" / "paddledet_build.py"), str(FIXTURE / "ppyoloe_crn_s_320.yml")]
+    with_nms = env_run(env, *build, str(work / "nms"), cwd=FIXTURE, capture_output=True, text=True)
     assert with_nms.returncode != 0, "PaddleDetection 2.6.0 exported its NMS under Paddle 3.3.1"
     log = work / "export-with-nms.log"
     log.write_text(with_nms.stdout + with_nms.stderr)
     r = _cli("doctor", "--explain", str(log), cwd=work)
     assert r.returncode == 1 and "nms_not_pir" in r.stdout, r.stdout + r.stderr
     assert "exclude_nms" in r.stdout and "paddledetection-nonms" in r.stdout
-    r = subprocess.run([*build, str(work / "out"), "--exclude-nms"], cwd=FIXTURE,
-                       capture_output=True, text=True)
+    r = env_run(env, *build, str(work / "out"), "--exclude-nms", cwd=FIXTURE,
+                capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     model = work / "out" / "ppyoloe_crn_s_320"
     assert (model / "model.json").is_file() and (model / "model.pdiparams").is_file()
@@ -223,9 +223,9 @@ def _decode_nms_equals_paddledetection(model: Path, tmp: Path) -> None:
     feeds = {"image": np.stack([x for x, _ in pairs]),
              "scale_factor": np.array([[m.scale_y, m.scale_x] for _, m in pairs], np.float32)}
     np.savez(tmp / "in.npz", **feeds)
-    r = subprocess.run([_paddle3_env(), str(REPO / "tests" / "paddledet_nms.py"), str(model),
-                        str(tmp / "in.npz"), str(tmp / "out.npz"), "auto", str(FIXTURE_NMS["iou"]),
-                        str(FIXTURE_NMS["max_det"])], capture_output=True, text=True)
+    r = env_run(_paddle3_env(), str(REPO / "tests" / "paddledet_nms.py"), str(model),
+                str(tmp / "in.npz"), str(tmp / "out.npz"), "auto", str(FIXTURE_NMS["iou"]),
+                str(FIXTURE_NMS["max_det"]), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-3000:]
     out = dict(np.load(tmp / "out.npz"))
     dec["nms"] = {**dec["nms"], **FIXTURE_NMS, "conf": float(out["conf"])}  # MultiClassNMS's, as run

@@ -9,7 +9,6 @@ must be ok, the AP is what it is."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ENVS, NO_LATENCY, ORT_TOOLSET, REPO, snakemake, tiny_config, write_config
+from conftest import ENVS, NO_LATENCY, ORT_TOOLSET, REPO, env_run, snakemake, tiny_config, write_config
 
-from quantsweep.toolsets import ensure_env
+from quantsweep.toolsets import EnvResult, ensure_env
 
 # torchvision's wheels on this machine's index are built against the CUDA build of torch (the
 # CPU build of torch 2.13 cannot load torchvision 0.28's operators); CPU execution all the same
@@ -43,10 +42,10 @@ EXPECTED_LAYOUT = {"yolov8n": "ultralytics-yolo", "rtdetr-l": "ultralytics-rtdet
 
 
 @pytest.fixture(scope="module")
-def ultra_python() -> str:
+def ultra_env() -> EnvResult:
     env = ensure_env("ultra8.4", ULTRA_TOOLSET, ENVS)
     assert env.status == "ok", env.message[-3000:]
-    return env.python
+    return env
 
 
 NMS_CHECK = """
@@ -69,9 +68,9 @@ print(json.dumps(out))
 """
 
 
-def test_numpy_nms_agrees_with_torchvision_batched_nms(ultra_python):
-    r = subprocess.run([ultra_python, "-c", NMS_CHECK, "7"], capture_output=True, text=True,
-                       env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+def test_numpy_nms_agrees_with_torchvision_batched_nms(ultra_env):
+    r = env_run(ultra_env, "-c", NMS_CHECK, "7", capture_output=True, text=True,
+                extra_env={"PYTHONPATH": str(REPO / "src")})
     assert r.returncode == 0, r.stderr[-3000:]
     cases = json.loads(r.stdout.strip().splitlines()[-1])
     assert all(c["equal"] and c["equal_top25"] for c in cases), cases
@@ -79,12 +78,12 @@ def test_numpy_nms_agrees_with_torchvision_batched_nms(ultra_python):
 
 
 @pytest.fixture(scope="module")
-def exported(ultra_python: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+def exported(ultra_env: EnvResult, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("real") / "models"
-    r = subprocess.run([ultra_python, str(REPO / "tests" / "real_detectors.py"), str(out), str(OPSET),
-                        str(SIZE)], capture_output=True, text=True, timeout=1200,
-                       env={**os.environ, "YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0",
-                            "YOLO_CONFIG_DIR": str(out.parent / "ultralytics-settings")})
+    r = env_run(ultra_env, str(REPO / "tests" / "real_detectors.py"), str(out), str(OPSET), str(SIZE),
+                capture_output=True, text=True, timeout=1200,
+                extra_env={"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "0",
+                           "YOLO_CONFIG_DIR": str(out.parent / "ultralytics-settings")})
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     return out, json.loads((out / "facts.json").read_text())
 

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import ENVS, NO_LATENCY, ORT_TOOLSET, TORCH_TOOLSET, snakemake, tiny_config, write_config
+from conftest import ENVS, NO_LATENCY, ORT_TOOLSET, TORCH_TOOLSET, env_run, snakemake, tiny_config, write_config
 from test_real_detectors import ULTRA_TOOLSET
 
-from quantsweep.toolsets import ensure_env
+from quantsweep.toolsets import EnvResult, ensure_env, interpreter_env
 
 MYDET = textwrap.dedent('''
     """A user's tiny detector: boxes [1,K,4] x1,y1,x2,y2 in input pixels, scores, labels."""
@@ -65,15 +65,16 @@ MYDET = textwrap.dedent('''
 ''')
 
 
-def _torch_python() -> str:
+def _torch_env() -> EnvResult:
     env = ensure_env("torch2.13", TORCH_TOOLSET, ENVS)
     assert env.status == "ok", env.message[-2000:]
-    # the env was made with its bytecode compiled, so a stage's `import torch` reads it even
-    # where PYTHONDONTWRITEBYTECODE is set (as on CI) instead of compiling torch again
-    check = ("import importlib.util, os, torch; "
-             "assert os.path.exists(importlib.util.cache_from_source(torch.__file__)), torch.__file__")
-    subprocess.run([env.python, "-c", check], check=True, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
-    return env.python
+    # a stage's `import torch` writes torch's bytecode into the env even where
+    # PYTHONDONTWRITEBYTECODE is set (as on CI), and the next one reads it instead of compiling
+    check = ("import importlib.util, os, sys, torch; pyc = importlib.util.cache_from_source(torch.__file__); "
+             "assert os.path.exists(pyc) and pyc.startswith(sys.argv[1]), pyc")
+    subprocess.run([env.python, "-c", check, str(Path(env.env_dir) / "bytecode")], check=True,
+                   env=interpreter_env(env.env_dir, {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}))
+    return env
 
 
 def test_users_torch_module_and_bad_sources_are_rows(tmp_path: Path):
@@ -83,8 +84,8 @@ def test_users_torch_module_and_bad_sources_are_rows(tmp_path: Path):
     save = ("import sys, torch; sys.path.insert(0, sys.argv[1]); import mydet; m = mydet.build(); "
             "torch.save({'model': m.state_dict(), 'epoch': 3}, sys.argv[2]); "
             "torch.save({'backbone.' + k: v for k, v in m.state_dict().items()}, sys.argv[3])")
-    subprocess.run([_torch_python(), "-c", save, str(pkg), str(tmp_path / "ckpt.pt"),
-                    str(tmp_path / "renamed.pt")], check=True)
+    env_run(_torch_env(), "-c", save, str(pkg), str(tmp_path / "ckpt.pt"), str(tmp_path / "renamed.pt"),
+            check=True)
     contract = {"inputs": [{"name": "images", "dtype": "float32", "role": "image"}],
                 "decode": {"boxes": "boxes", "scores": "scores", "labels": "labels",
                            "coordinates": "input"}}
@@ -138,18 +139,17 @@ def test_users_torch_module_and_bad_sources_are_rows(tmp_path: Path):
 
 
 @pytest.fixture(scope="module")
-def ultra_python() -> str:
+def ultra_env() -> EnvResult:
     env = ensure_env("ultra8.4", ULTRA_TOOLSET, ENVS)
     assert env.status == "ok", env.message[-3000:]
-    return env.python
+    return env
 
 
-def test_ultralytics_and_torchvision_sources_through_every_stage(ultra_python, tmp_path: Path):
+def test_ultralytics_and_torchvision_sources_through_every_stage(ultra_env, tmp_path: Path):
     cls_pt = tmp_path / "yolov8n-cls.pt"
-    subprocess.run([ultra_python, "-c", "import sys; from ultralytics import YOLO; "
-                    "YOLO('yolov8n-cls.yaml').save(sys.argv[1])", str(cls_pt)], check=True,
-                   cwd=tmp_path, env={**os.environ, "YOLO_OFFLINE": "1",
-                                      "YOLO_CONFIG_DIR": str(tmp_path / "ucfg")})
+    env_run(ultra_env, "-c", "import sys; from ultralytics import YOLO; "
+            "YOLO('yolov8n-cls.yaml').save(sys.argv[1])", str(cls_pt), check=True, cwd=tmp_path,
+            extra_env={"YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(tmp_path / "ucfg")})
     letterbox = {"resize": "letterbox", "size": [320, 320], "scale": 1 / 255, "mean": [0, 0, 0],
                  "std": [1, 1, 1], "pad_value": 114}
     cfg = tiny_config()

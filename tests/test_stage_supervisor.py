@@ -133,3 +133,23 @@ def test_salient_line_skips_paddles_signal_report():
     assert reason == "tool_crash"
     assert msg.splitlines()[0] == ("paddle2onnx died by SIGABRT: [ERROR] [Paddle2ONNX] Only support "
                                    "opset_version in range of [7, 19].")
+
+
+def test_toolset_interpreter_keeps_its_bytecode_in_the_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    # envs are installed without bytecode: a stage process compiles what it imports once, into
+    # the env, even where PYTHONDONTWRITEBYTECODE keeps bytecode out of the user's trees
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    lib, env_dir, ts = tmp_path / "lib", tmp_path / "env", tmp_path / "toolset"
+    lib.mkdir()
+    ts.mkdir()
+    (lib / "tool_mod.py").write_text("VALUE = 42\n")
+    (ts / "env.json").write_text(json.dumps({"python": sys.executable, "env_dir": str(env_dir)}))
+    script = tmp_path / "s.py"
+    script.write_text(f"import sys\nsys.path.insert(0, {str(lib)!r})\nimport tool_mod\n"
+                      "sys.exit(f'value={tool_mod.VALUE}')\n")
+    for _ in range(2):
+        rec = sv.run_stage("evaluate", "c", tmp_path / "out", ts, {}, {}, tmp_path / "l.txt", [],
+                           60, script=script)
+        assert rec["message"].startswith("exit code 1: value=42"), rec["message"]
+    assert [p.name for p in (env_dir / "bytecode").rglob("tool_mod.*.pyc")]
+    assert not (lib / "__pycache__").exists()

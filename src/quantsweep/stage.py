@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from quantsweep import known_failures
+from quantsweep import known_failures, toolsets
 from quantsweep import status as st
 from quantsweep.job import describe_exit, strip_ansi
 
@@ -180,9 +180,8 @@ def run_stage(stage: str, cell: str, out_dir: Path, toolset_dir: Path | None,
             return finish("skipped", f"upstream_{rec['status']}", msg,
                           upstream_reason_class=rec.get("reason_class", ""))
 
-    if python is None:
-        env = json.loads((toolset_dir / "env.json").read_text()) if toolset_dir else {}
-        python = env.get("python") or sys.executable
+    env = json.loads((toolset_dir / "env.json").read_text()) if toolset_dir else {}
+    python = python or env.get("python") or sys.executable
     # stale work from a killed run never counts: Snakemake runs one job per output directory,
     # so what a killed job of this stage left here is nobody's now
     remove_leftovers(out_dir, stage)
@@ -192,6 +191,8 @@ def run_stage(stage: str, cell: str, out_dir: Path, toolset_dir: Path | None,
                "inputs": inputs}
         st.write_json_atomic(work / "job.json", job)
         env_vars = dict(os.environ)
+        if env.get("env_dir") and python == env.get("python"):  # the toolset's interpreter
+            env_vars = toolsets.interpreter_env(env["env_dir"], env_vars)
         env_vars["PYTHONPATH"] = os.pathsep.join(
             [str(SRC_DIR)] + ([env_vars["PYTHONPATH"]] if env_vars.get("PYTHONPATH") else []))
         env_vars["OMP_NUM_THREADS"] = str(threads)  # what Snakemake scheduled the job with

@@ -54,8 +54,11 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     write_bytes_atomic(path, text.encode("utf-8"))
 
 
-def write_json_atomic(path: str | Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 2) -> None:
+    """``obj`` as JSON, indented for a reader; ``indent=None`` for bulk data (detections): the
+    json module encodes indented output in Python, about ten times slower (0.6 s for an
+    evaluation's 20,000 detections)."""
+    write_text_atomic(path, json.dumps(obj, indent=indent, sort_keys=False, default=str) + "\n")
 
 
 def make_status(stage: str, cell: str, status: str, *, reason_class: str = "", message: str = "",

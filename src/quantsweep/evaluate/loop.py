@@ -141,7 +141,7 @@ def run(job: Job) -> Result:
     names = model_class_names(model, dec) if dec["label_map"] == "names" else None
     dets, stats = evaluate_runner(runner, p["model_spec"], manifest, p["evaluate"], names)
     out = job.out_dir / "detections.json"
-    write_json_atomic(out, dets)
+    write_json_atomic(out, dets, indent=None)
     built = job.inputs.get(upstream, {})
     # a simulated build stays simulated in every number measured on it
     return Result(backend=built.get("backend") or backend, mode=built.get("mode", "measured"),

@@ -99,7 +99,7 @@ def evaluate(spec: dict[str, Any]) -> dict[str, Any]:
     names = model_class_names(req.onnx, dec) if dec["label_map"] == "names" else None
     dets, stats = evaluate_runner(runner, model_spec, man, ev["evaluate"], names)
     out = Path(OUT)
-    write_json_atomic(out / "detections.json", dets)
+    write_json_atomic(out / "detections.json", dets, indent=None)
     try:
         metrics = score_detections(dets, man["splits"]["val"]["annotations"],
                                    engine=ev["evaluate"].get("coco_engine", "pycocotools"))
