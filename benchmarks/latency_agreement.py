@@ -24,12 +24,13 @@ GOAL = ">= 1.0"
 def timed_cells(results: Path) -> dict[str, dict[str, Any]]:
     """Each cell's latency data, by cell id, for the cells the stage measured."""
     from quantsweep.status import read_status
+    from quantsweep.tree import cell_stage_statuses
 
     out = {}
-    for p in sorted(results.glob("*/*/opset*/*/*/*/latency/status.json")):
+    for cell, p in cell_stage_statuses(results, "latency").items():
         rec = read_status(p)
         if rec["status"] == "ok" and rec.get("mode") == "measured":
-            out[str(p.parent.parent.relative_to(results))] = rec["data"]
+            out[cell] = rec["data"]
     return out
 
 

@@ -165,13 +165,17 @@ def remove_leftovers(found: list[str]) -> None:
             p.unlink(missing_ok=True)
 
 
+def cell_stage_statuses(results: Path, stage: str) -> dict[str, Path]:
+    """The status file of a per-cell ``stage`` (build, evaluate, latency) of every cell that has
+    one on disk, by cell id."""
+    return {str(p.parent.parent.relative_to(results)): p
+            for p in sorted(results.glob(f"*/*/opset*/*/*/*/{stage}/status.json"))}
+
+
 def _cell_dirs(results: Path) -> set[str]:
     """Cell ids that have stage files on disk (a build, evaluate or latency status)."""
-    out = set()
-    for stage in ("build", "evaluate", "latency"):
-        for p in results.glob(f"*/*/opset*/*/*/*/{stage}/status.json"):
-            out.add(str(p.parent.parent.relative_to(results)))
-    return out
+    return {cell for stage in ("build", "evaluate", "latency")
+            for cell in cell_stage_statuses(results, stage)}
 
 
 def _stale_rows(results: Path, plan: list[dict[str, Any]]) -> list[tuple[str, str]]:
