@@ -61,7 +61,7 @@ def measure(images: int = 40, sizes: tuple[int, ...] = (320, 640), create_env: b
     from quantsweep.evaluate.decode import label_to_category, split_outputs, to_detections
     from quantsweep.evaluate.loop import evaluate_runner
     from quantsweep.evaluate.preprocess import build_feeds, iter_preprocessed, val_images
-    from quantsweep.toolsets import interpreter_env
+    from quantsweep.interpreter import interpreter_env
 
     env, why = _env(create_env)
     if env is None:

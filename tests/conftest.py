@@ -7,9 +7,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
+
+if TYPE_CHECKING:
+    from quantsweep.toolsets import EnvResult
 
 REPO = Path(__file__).resolve().parents[1]
 # toolset envs are shared by every test run on this machine (created once, keyed by hash)
@@ -74,15 +78,14 @@ def tiny_config(**over: object) -> dict:
     return cfg
 
 
-def env_run(env: object, *args: str, extra_env: dict[str, str] | None = None,
-            **kw: object) -> subprocess.CompletedProcess:
+def env_run(env: EnvResult, *args: str, extra_env: dict[str, str] | None = None,
+            **kw: Any) -> subprocess.CompletedProcess:
     """A toolset env's interpreter (an ensure_env result) run as a stage runs it: what it
-    imports is compiled once and kept in the env (quantsweep.toolsets.interpreter_env)."""
-    from quantsweep.toolsets import interpreter_env
+    imports is compiled once and kept in the env (quantsweep.interpreter.interpreter_env)."""
+    from quantsweep.interpreter import interpreter_env
 
-    return subprocess.run([env.python, *args],  # type: ignore[attr-defined]
-                          env=interpreter_env(env.env_dir, {**os.environ, **(extra_env or {})}),  # type: ignore[attr-defined]
-                          **kw)  # type: ignore[call-overload]
+    return subprocess.run([env.python, *args],
+                          env=interpreter_env(env.env_dir, {**os.environ, **(extra_env or {})}), **kw)
 
 
 def write_config(tmp: Path, cfg: dict) -> Path:

@@ -6,23 +6,21 @@ real tool), and the bad inputs: a graph without Q/DQ, a recipe naming nodes the 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import ENVS
+from conftest import ENVS, env_run
 from onnx import TensorProto, helper, numpy_helper
 
 from quantsweep import analyze, qdq_graph
 from quantsweep.job import Job, Skip, ToolFailure
 from quantsweep.quantize import run as quantize_run
 from quantsweep.quantize.modelopt_ptq import exclude_patterns
-from quantsweep.toolsets import EnvResult, ensure_env, interpreter_env
+from quantsweep.toolsets import EnvResult, ensure_env
 
 CONVS = ["conv1", "conv2", "conv3"]
 
@@ -215,9 +213,7 @@ def test_recipe_in_modelopt_terms_is_applied_by_modelopt(graphs, modelopt_env, t
             " high_precision_dtype='fp32', log_level='WARNING')\n")
     plain = tmp_path / "mo-plain.onnx"
     for dst, exclude in ((plain, []), (out, pats)):
-        subprocess.run([modelopt_env.python, "-c", code, str(fp32), str(dst), json.dumps(exclude)],
-                       check=True, cwd=tmp_path,
-                       env=interpreter_env(modelopt_env.env_dir, dict(os.environ)))
+        env_run(modelopt_env, "-c", code, str(fp32), str(dst), json.dumps(exclude), check=True, cwd=tmp_path)
     # ModelOpt follows its own rules for which layers it quantizes (here conv1 only: measured
     # with 0.47.0); the recipe takes conv1 out
     before = convs(onnx.load(str(plain)))

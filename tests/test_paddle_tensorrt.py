@@ -5,14 +5,12 @@ message; the build stage turns that into a skipped row that says so."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import ENVS, PADDLE_TOOLSET, REPO
+from conftest import ENVS, PADDLE_TOOLSET, REPO, env_run
 
-from quantsweep.toolsets import ensure_env, interpreter_env
+from quantsweep.toolsets import ensure_env
 
 PROBE = r"""
 import json, sys
@@ -47,8 +45,8 @@ print(json.dumps(out))
 def test_paddle_trt_configuration_on_a_paddle_without_tensorrt(tmp_path: Path) -> None:
     env = ensure_env("paddle2.6-p2o1.3", PADDLE_TOOLSET, ENVS)
     assert env.status == "ok", env.message
-    r = subprocess.run([env.python, "-c", PROBE, str(tmp_path)], capture_output=True, text=True,
-                       env=interpreter_env(env.env_dir, {**os.environ, "PYTHONPATH": str(REPO / "src")}), timeout=300)
+    r = env_run(env, "-c", PROBE, str(tmp_path), capture_output=True, text=True, timeout=300,
+                extra_env={"PYTHONPATH": str(REPO / "src")})
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     ok, why = out["available"]

@@ -8,8 +8,6 @@ Ultralytics model that is not a detector) are failed rows that name the problem.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import textwrap
 from pathlib import Path
 
@@ -18,7 +16,8 @@ import pytest
 from conftest import ENVS, NO_LATENCY, ORT_TOOLSET, TORCH_TOOLSET, env_run, snakemake, tiny_config, write_config
 from test_real_detectors import ULTRA_TOOLSET
 
-from quantsweep.toolsets import EnvResult, ensure_env, interpreter_env
+from quantsweep.interpreter import BYTECODE_DIR
+from quantsweep.toolsets import EnvResult, ensure_env
 
 MYDET = textwrap.dedent('''
     """A user's tiny detector: boxes [1,K,4] x1,y1,x2,y2 in input pixels, scores, labels."""
@@ -68,12 +67,12 @@ MYDET = textwrap.dedent('''
 def _torch_env() -> EnvResult:
     env = ensure_env("torch2.13", TORCH_TOOLSET, ENVS)
     assert env.status == "ok", env.message[-2000:]
-    # a stage's `import torch` writes torch's bytecode into the env even where
-    # PYTHONDONTWRITEBYTECODE is set (as on CI), and the next one reads it instead of compiling
+    # a process of the env run as a stage runs it has torch's bytecode in the env even where
+    # PYTHONDONTWRITEBYTECODE is set (as on CI): written by the first import, read by the next
     check = ("import importlib.util, os, sys, torch; pyc = importlib.util.cache_from_source(torch.__file__); "
              "assert os.path.exists(pyc) and pyc.startswith(sys.argv[1]), pyc")
-    subprocess.run([env.python, "-c", check, str(Path(env.env_dir) / "bytecode")], check=True,
-                   env=interpreter_env(env.env_dir, {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}))
+    env_run(env, "-c", check, str(Path(env.env_dir) / BYTECODE_DIR), check=True,
+            extra_env={"PYTHONDONTWRITEBYTECODE": "1"})
     return env
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from quantsweep import stage as sv
+from quantsweep.interpreter import BYTECODE_DIR
 from quantsweep.job import describe_exit, salient_line
 from quantsweep.status import make_status, write_status
 
@@ -147,9 +148,13 @@ def test_toolset_interpreter_keeps_its_bytecode_in_the_env(tmp_path: Path, monke
     script = tmp_path / "s.py"
     script.write_text(f"import sys\nsys.path.insert(0, {str(lib)!r})\nimport tool_mod\n"
                       "sys.exit(f'value={tool_mod.VALUE}')\n")
+    written = []
     for _ in range(2):
         rec = sv.run_stage("evaluate", "c", tmp_path / "out", ts, {}, {}, tmp_path / "l.txt", [],
                            60, script=script)
         assert rec["message"].startswith("exit code 1: value=42"), rec["message"]
-    assert [p.name for p in (env_dir / "bytecode").rglob("tool_mod.*.pyc")]
+        pycs = list((env_dir / BYTECODE_DIR).rglob("tool_mod.*.pyc"))
+        assert len(pycs) == 1, pycs
+        written.append(pycs[0].stat().st_mtime_ns)
+    assert written[0] == written[1]  # the second process read what the first one wrote
     assert not (lib / "__pycache__").exists()

@@ -44,7 +44,7 @@ def test_env_hash_changes_with_pins_and_pip_settings():
     assert args[args.index("--index-url") + 1] == "https://example.invalid/simple"
     assert "--find-links" in args and "/w" in args and "file:///x" in args
     assert "unsafe-best-match" in args  # pip's behaviour across indexes
-    # no bytecode at install: an env's processes compile what they import, once (interpreter_env)
+    # no bytecode at install: an env's processes compile what they import, once (quantsweep.interpreter)
     assert "--compile-bytecode" not in args
 
 

@@ -24,8 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from quantsweep import known_failures, toolsets
+from quantsweep import known_failures
 from quantsweep import status as st
+from quantsweep.interpreter import interpreter_env
 from quantsweep.job import describe_exit, strip_ansi
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -192,7 +193,7 @@ def run_stage(stage: str, cell: str, out_dir: Path, toolset_dir: Path | None,
         st.write_json_atomic(work / "job.json", job)
         env_vars = dict(os.environ)
         if env.get("env_dir") and python == env.get("python"):  # the toolset's interpreter
-            env_vars = toolsets.interpreter_env(env["env_dir"], env_vars)
+            env_vars = interpreter_env(env["env_dir"], env_vars)
         env_vars["PYTHONPATH"] = os.pathsep.join(
             [str(SRC_DIR)] + ([env_vars["PYTHONPATH"]] if env_vars.get("PYTHONPATH") else []))
         env_vars["OMP_NUM_THREADS"] = str(threads)  # what Snakemake scheduled the job with

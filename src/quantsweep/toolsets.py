@@ -21,25 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from quantsweep import status as st
+from quantsweep.interpreter import interpreter_env
 
 # What quantsweep's own stage code needs inside every toolset env (beyond the tools).
 RUNTIME_PACKAGES = ("pillow",)
 COMPLETE_MARKER = ".quantsweep-complete"
-BYTECODE_DIR = "bytecode"  # under the env: its processes' compiled modules (interpreter_env)
-
-
-def interpreter_env(env_dir: str | Path, base: dict[str, str]) -> dict[str, str]:
-    """The variables for a process of a toolset env's interpreter: ``base`` with the bytecode of
-    what it imports written once, at first import, under the env (PYTHONPYCACHEPREFIX) even
-    where PYTHONDONTWRITEBYTECODE keeps it out of the user's own trees (the env is quantsweep's).
-    Without it every stage process would compile torch or paddle from source (about 2 s of CPU
-    per import); compiling at install instead (pip's way) compiles every module of every package,
-    about six times what the stages import (torch's env: 17 s of CPU, against under 3)."""
-    env = {k: v for k, v in base.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPYCACHEPREFIX"] = str(Path(env_dir) / BYTECODE_DIR)
-    return env
-
-
 @dataclass
 class PipSettings:
     index_url: str | None = None
@@ -256,7 +242,7 @@ def ensure_env(name: str, spec: dict[str, Any], envs_dir: str | Path,
                                  (r.stderr or r.stdout).strip()[-4000:])
         if "tensorrt" in spec.get("requires", []):
             r = subprocess.run([str(py), "-c", "import tensorrt"], capture_output=True,
-                               text=True, check=False)
+                               text=True, check=False, env=interpreter_env(env_dir, dict(os.environ)))
             if r.returncode != 0:
                 return EnvResult("skipped", str(env_dir), str(py), freeze(str(py)),
                                  "missing_requirement",
