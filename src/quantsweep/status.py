@@ -56,7 +56,7 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 
 def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 2) -> None:
     """``obj`` as JSON, indented for a reader; ``indent=None`` for bulk data (detections): the
-    json module encodes indented output in Python, about ten times slower (0.6 s for an
+    json module encodes indented output in Python, not in C (0.20 s against 0.07 s for an
     evaluation's 20,000 detections)."""
     write_text_atomic(path, json.dumps(obj, indent=indent, sort_keys=False, default=str) + "\n")
 

@@ -26,6 +26,8 @@ from quantsweep.interpreter import interpreter_env
 # What quantsweep's own stage code needs inside every toolset env (beyond the tools).
 RUNTIME_PACKAGES = ("pillow",)
 COMPLETE_MARKER = ".quantsweep-complete"
+
+
 @dataclass
 class PipSettings:
     index_url: str | None = None
