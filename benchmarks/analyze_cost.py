@@ -42,12 +42,13 @@ def _measure(root: Path, config: list[Path] | None, threads: int) -> list[dict[s
     from quantsweep.config import load_config
     from quantsweep.evaluate.loop import evaluate_runner, model_class_names
     from quantsweep.job import Job
+    from quantsweep.paths import stage_glob
     from quantsweep.status import read_status
 
     cfg = load_config(config or [root / "config" / "config.yaml"])
     results = root / cfg["results_dir"]
     manifest = root / "resources" / "datasets" / cfg["dataset"]["name"] / "manifest.json"
-    found = sorted(results.glob("*/*/opset*/*/analyze/status.json"))
+    found = sorted(results.glob(stage_glob("analyze")))
     if not found:
         return [unmeasured("analyze_cost", "ratio", GOAL, f"no analysed graph under {results}: run a "
                                                           "sweep with analyze: true first")]

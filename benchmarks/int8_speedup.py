@@ -42,13 +42,14 @@ def _measure(root: Path, threads: int, images: int, rounds: int,
     from quantsweep.backends.onnxruntime import runner
     from quantsweep.config import load_config
     from quantsweep.evaluate.preprocess import build_feeds, iter_preprocessed, val_images
+    from quantsweep.paths import stage_glob
 
     cfg = load_config(config or root / "config" / "config.yaml")
     results = root / cfg["results_dir"]
     man = json.loads((root / "resources/datasets" / cfg["dataset"]["name"] / "manifest.json").read_text())
     ims = val_images(man, "val", images)
     figs: dict[str, dict[str, Any]] = {}
-    for q in sorted(results.glob("*/*/opset*/*/quantize/status.json")):
+    for q in sorted(results.glob(stage_glob("quantize"))):
         rec = json.loads(q.read_text())
         model, toolset, opset, quantizer = q.parts[-6:-2]
         name = quantizer.replace("-", "_")

@@ -14,6 +14,8 @@ import pytest
 from conftest import DEMO_PADDLE, DEMO_TORCH, NO_LATENCY, PADDLE_TOOLSET, artifact, snakemake, tiny_config, write_config
 from helpers_onnx import const_detector
 
+from quantsweep.paths import stage_glob
+
 P26 = "paddle2.6-p2o1.3"
 
 
@@ -120,7 +122,7 @@ def test_torch_exporters_and_the_opset_actually_written(sweep: Path):
 
 def test_parity_is_recorded_for_every_ok_export(sweep: Path):
     n = 0
-    for st_path in (sweep / "results").glob("*/*/opset*/export/status.json"):
+    for st_path in (sweep / "results").glob(stage_glob("export")):
         rec = json.loads(st_path.read_text())
         if rec["status"] != "ok":
             continue

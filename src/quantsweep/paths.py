@@ -7,6 +7,7 @@ Snakefile (wildcards left in) and the library (``fill``).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 # Stage directories, relative to the results directory. Wildcards in braces.
@@ -50,6 +51,12 @@ def pattern(results: str | Path, stage: str, filename: str = "") -> str:
     """A Snakemake path pattern for ``stage`` (wildcards kept)."""
     base = f"{results}/{STAGE_DIRS[stage]}"
     return f"{base}/{filename}" if filename else base
+
+
+def stage_glob(stage: str, filename: str = "status.json") -> str:
+    """A glob, below the results directory, matching ``filename`` of ``stage`` for every value of
+    its axes (``*/*/opset*/export/status.json`` for the export)."""
+    return f"{re.sub(r'{[a-z]+}', '*', STAGE_DIRS[stage])}/{filename}"
 
 
 def fill(results: str | Path, stage: str, filename: str = "", **axes: object) -> Path:

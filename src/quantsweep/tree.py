@@ -169,7 +169,7 @@ def cell_stage_statuses(results: Path, stage: str) -> dict[str, Path]:
     """The status file of a per-cell ``stage`` (build, evaluate, latency) of every cell that has
     one on disk, by cell id."""
     return {str(p.parent.parent.relative_to(results)): p
-            for p in sorted(results.glob(f"*/*/opset*/*/*/*/{stage}/status.json"))}
+            for p in sorted(results.glob(paths.stage_glob(stage)))}
 
 
 def _cell_dirs(results: Path) -> set[str]:
