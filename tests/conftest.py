@@ -29,10 +29,10 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 TORCH_TOOLSET = {"packages": ["torch==2.13.0+cpu", "onnx==1.20.1", "onnxruntime==1.23.2",
                               "onnxscript"]}
 ORT_TOOLSET = {"packages": ["onnx==1.17.0", "onnxruntime==1.20.1", "numpy<2"]}
-# the default config's paddle2.6-p2o1.3 (one env for the sweep and the tests)
-PADDLE_TOOLSET = {"packages": ["paddlepaddle==2.6.2", "paddle2onnx==1.3.1", "paddleslim==2.6.0",
-                               "numpy<2", "setuptools<81", "six", "requests", "decorator",
-                               "onnx==1.17.0", "onnxruntime==1.20.1", "sympy", "pip"]}
+# the default config's toolsets that the tests build too: one env each for the sweep and the tests
+_DEFAULT_TOOLSETS = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["toolsets"]
+PADDLE_TOOLSET = _DEFAULT_TOOLSETS["paddle2.6-p2o1.3"]
+MODELOPT_TOOLSET = _DEFAULT_TOOLSETS["modelopt0.47"]
 
 DEMO_TORCH = {
     "source": "demo-torch",

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import ENVS, env_run
+from conftest import ENVS, MODELOPT_TOOLSET, env_run
 from onnx import TensorProto, helper, numpy_helper
 
 from quantsweep import analyze, qdq_graph
@@ -195,7 +195,7 @@ def test_modelopt_patterns_name_exactly_the_recipe_layers():
 
 @pytest.fixture(scope="module")
 def modelopt_env() -> EnvResult:
-    env = ensure_env("modelopt0.47", {"packages": ["nvidia-modelopt[onnx]==0.47.0"]}, ENVS)
+    env = ensure_env("modelopt0.47", MODELOPT_TOOLSET, ENVS)
     assert env.status == "ok", env.message[-2000:]
     return env
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import onnx
 import pandas as pd
-from conftest import artifact, jobs_run, snakemake, tiny_config, write_config
+from conftest import MODELOPT_TOOLSET, artifact, jobs_run, snakemake, tiny_config, write_config
 
 from quantsweep import calib
 
@@ -131,7 +131,7 @@ def test_paddleslim_ptq_then_paddle2onnx_cache(paddleslim_sweep: Path):
 def test_modelopt_ptq_in_its_own_toolset(tmp_path: Path):
     """NVIDIA ModelOpt's INT8 PTQ on the CPU, in its own env, of the demo-torch export."""
     cfg = tiny_config()
-    cfg["toolsets"]["modelopt0.47"] = {"packages": ["nvidia-modelopt[onnx]==0.47.0"]}
+    cfg["toolsets"]["modelopt0.47"] = MODELOPT_TOOLSET
     onnx_model = {**json.loads(json.dumps(cfg["models"]["demo-torch"])), "source": "onnx",
                   "from": {"model": "demo-torch", "toolset": "torch2.13"}}
     cfg["models"]["demo-torch-onnx"] = onnx_model

@@ -4,6 +4,8 @@ rule data:
         manifest=f"{RESOURCES}/datasets/{{dataset}}/manifest.json",
     params:
         spec=lambda w: spec(config["dataset"]),
+    # first: the demo's training waits for it, and the toolset envs can be built beside it
+    priority: 10
     log:
         "logs/data/{dataset}.log",
     shell:
