@@ -10,7 +10,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # this clone's code, in
 
 from quantsweep import config as qcfg  # noqa: E402
 from quantsweep import codedigest, matrix, paths, tree  # noqa: E402
-from quantsweep.export import FRAMEWORK_BACKEND  # noqa: E402  the backend of each framework source
+from quantsweep.export import FRAMEWORK_BACKEND, FRAMEWORK_EVAL_OPTIONS  # noqa: E402  each framework source's backend
 from quantsweep.export.parity import score_ref  # noqa: E402  where parity finds the scores
 from quantsweep.quantize import FRAMEWORK_QUANTIZERS, recipe_parent  # noqa: E402
 

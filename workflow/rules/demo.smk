@@ -69,6 +69,7 @@ rule framework_eval:
             "framework_eval", f"{w.model}/{w.toolset}/framework", output,
             {"toolset": input.toolset, "framework": input.framework}, declare=["metrics.json"]),
         spec=lambda w: spec({**eval_params(w, FRAMEWORK_BACKEND[source_of(w)]),
+                             "backend_options": FRAMEWORK_EVAL_OPTIONS.get(FRAMEWORK_BACKEND[source_of(w)], {}),
                              "code": code("framework_eval", source=source_of(w))}),
     threads: config["evaluate"]["threads"]
     resources:

@@ -97,6 +97,7 @@ class Runner:
         from paddle import inference
 
         cfg = inference.Config(str(model_file), str(params_file))
+        self.onednn = False
         trt = options.get("paddle_tensorrt")
         if trt:  # {precision, quantized, shapes, ...}: Paddle-TRT on the GPU
             configure_tensorrt(cfg, trt["precision"], bool(trt.get("quantized")),
@@ -105,7 +106,13 @@ class Runner:
         else:
             cfg.disable_gpu()
             cfg.set_cpu_math_library_num_threads(int(options.get("threads", 1)))
-            if not options.get("onednn", False):
+            # oneDNN where asked, on legacy programs only: Paddle 3.3.1's oneDNN executor cannot
+            # run a PIR program (its first run stops at "ConvertPirAttribute2RuntimeAttribute not
+            # support [pir::ArrayAttribute<pir::DoubleAttribute>]")
+            self.onednn = bool(options.get("onednn", False)) and model_file.suffix != ".json"
+            if self.onednn:
+                cfg.enable_mkldnn()
+            else:
                 cfg.disable_mkldnn()
             self.device = "cpu"
         cfg.disable_glog_info()
@@ -118,6 +125,8 @@ class Runner:
             dt = str(h.type()).rsplit(".", 1)[-1]
             self.inputs.append(Binding(n, PD_TYPES.get(dt, "float32"), list(h.shape())))
         self.adapt = FeedAdapter(self.inputs)
+        # how the predictor was configured, beyond the defaults (the evaluation records it)
+        self.settings = {"onednn": self.onednn}
 
     def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         for name, x in self.adapt(feeds).items():

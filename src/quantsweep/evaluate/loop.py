@@ -140,6 +140,8 @@ def run(job: Job) -> Result:
     dec = p["model_spec"]["decode"]
     names = model_class_names(model, dec) if dec["label_map"] == "names" else None
     dets, stats = evaluate_runner(runner, p["model_spec"], manifest, p["evaluate"], names)
+    if getattr(runner, "settings", None):
+        stats["runner_settings"] = runner.settings
     out = job.out_dir / "detections.json"
     write_json_atomic(out, dets, indent=None)
     built = job.inputs.get(upstream, {})
