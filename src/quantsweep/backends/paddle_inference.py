@@ -92,31 +92,17 @@ def locate_model(model_dir: Path) -> tuple[Path, Path]:
 class Runner:
     def __init__(self, model_dir: str | Path, options: dict[str, Any]):
         d = Path(model_dir)
-        model_file, params_file = locate_model(d)
-        os.environ["FLAGS_enable_pir_api"] = "1" if model_file.suffix == ".json" else "0"
-        from paddle import inference
-
-        cfg = inference.Config(str(model_file), str(params_file))
-        self.onednn = False
-        trt = options.get("paddle_tensorrt")
-        if trt:  # {precision, quantized, shapes, ...}: Paddle-TRT on the GPU
-            configure_tensorrt(cfg, trt["precision"], bool(trt.get("quantized")),
-                               trt.get("shapes", {}), trt)
-            self.device = "cuda"
-        else:
-            cfg.disable_gpu()
-            cfg.set_cpu_math_library_num_threads(int(options.get("threads", 1)))
-            # oneDNN where asked, on legacy programs only: Paddle 3.3.1's oneDNN executor cannot
-            # run a PIR program (its first run stops at "ConvertPirAttribute2RuntimeAttribute not
-            # support [pir::ArrayAttribute<pir::DoubleAttribute>]")
-            self.onednn = bool(options.get("onednn", False)) and model_file.suffix != ".json"
-            if self.onednn:
-                cfg.enable_mkldnn()
-            else:
-                cfg.disable_mkldnn()
-            self.device = "cpu"
-        cfg.disable_glog_info()
-        self.predictor = inference.create_predictor(cfg)
+        self.files = locate_model(d)
+        os.environ["FLAGS_enable_pir_api"] = "1" if self.files[0].suffix == ".json" else "0"
+        self.options = options
+        # oneDNN where asked (the framework evaluation), until a first run shows that this
+        # Paddle's oneDNN executor cannot run the program (Paddle 3.3.1 on a PIR program:
+        # "ConvertPirAttribute2RuntimeAttribute not support [pir::ArrayAttribute<...>]"); then
+        # the plain CPU kernels, and ``settings`` says why
+        self.onednn = bool(options.get("onednn", False)) and not options.get("paddle_tensorrt")
+        self.settings: dict[str, Any] = {"onednn": self.onednn}
+        self._ran = False
+        self.predictor = self._predictor()
         self.meta = json.loads((d / "meta.json").read_text()) if (d / "meta.json").exists() else {}
         names = self.predictor.get_input_names()
         self.inputs = []
@@ -125,10 +111,28 @@ class Runner:
             dt = str(h.type()).rsplit(".", 1)[-1]
             self.inputs.append(Binding(n, PD_TYPES.get(dt, "float32"), list(h.shape())))
         self.adapt = FeedAdapter(self.inputs)
-        # how the predictor was configured, beyond the defaults (the evaluation records it)
-        self.settings = {"onednn": self.onednn}
 
-    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _predictor(self) -> Any:
+        from paddle import inference
+
+        cfg = inference.Config(*(str(f) for f in self.files))
+        trt = self.options.get("paddle_tensorrt")
+        if trt:  # {precision, quantized, shapes, ...}: Paddle-TRT on the GPU
+            configure_tensorrt(cfg, trt["precision"], bool(trt.get("quantized")),
+                               trt.get("shapes", {}), trt)
+            self.device = "cuda"
+        else:
+            cfg.disable_gpu()
+            cfg.set_cpu_math_library_num_threads(int(self.options.get("threads", 1)))
+            if self.onednn:
+                cfg.enable_mkldnn()
+            else:
+                cfg.disable_mkldnn()
+            self.device = "cpu"
+        cfg.disable_glog_info()
+        return inference.create_predictor(cfg)
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         for name, x in self.adapt(feeds).items():
             h = self.predictor.get_input_handle(name)
             h.reshape(list(x.shape))
@@ -136,6 +140,20 @@ class Runner:
         self.predictor.run()
         return {n: self.predictor.get_output_handle(n).copy_to_cpu()
                 for n in self.predictor.get_output_names()}
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        try:
+            out = self._run(feeds)
+        except Exception as exc:
+            if not self.onednn or self._ran:
+                raise
+            self.onednn = False
+            self.settings = {"onednn": False,
+                             "onednn_error": " ".join(str(exc).split())[:300]}
+            self.predictor = self._predictor()
+            out = self._run(feeds)
+        self._ran = True
+        return out
 
 
 def runner(model_dir: str | Path, options: dict[str, Any]) -> Runner:

@@ -112,7 +112,8 @@ FRAMEWORK_BACKEND = {"demo-torch": "torch", "torch": "torch", "ultralytics": "to
                      "demo-paddle": "paddle_inference", "paddle": "paddle_inference"}
 # the options of a framework evaluation (the accuracy reference over the val split; parity and
 # the quantized cells on these backends keep the backends' plain settings). Paddle Inference with
-# oneDNN: the demo at 320 px 14 ms/image instead of 62 on one core, outputs within 3e-5 px
+# oneDNN: the demo at 320 px 14 ms/image instead of 62 on one core, outputs within 3e-5 px; where
+# oneDNN cannot run the program, the plain kernels (backends/paddle_inference.py)
 FRAMEWORK_EVAL_OPTIONS = {"paddle_inference": {"onednn": True}}
 
 
