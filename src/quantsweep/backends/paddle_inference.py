@@ -99,8 +99,8 @@ class Runner:
         # Paddle's oneDNN executor cannot run the program (Paddle 3.3.1 on a PIR program:
         # "ConvertPirAttribute2RuntimeAttribute not support [pir::ArrayAttribute<...>]"); then
         # the plain CPU kernels, and ``settings`` says why
-        self.onednn = bool(options.get("onednn", False)) and not options.get("paddle_tensorrt")
-        self.settings: dict[str, Any] = {"onednn": self.onednn}
+        self.settings: dict[str, Any] = {
+            "onednn": bool(options.get("onednn", False)) and not options.get("paddle_tensorrt")}
         self._ran = False
         self.predictor = self._predictor()
         self.meta = json.loads((d / "meta.json").read_text()) if (d / "meta.json").exists() else {}
@@ -124,7 +124,7 @@ class Runner:
         else:
             cfg.disable_gpu()
             cfg.set_cpu_math_library_num_threads(int(self.options.get("threads", 1)))
-            if self.onednn:
+            if self.settings["onednn"]:
                 cfg.enable_mkldnn()
             else:
                 cfg.disable_mkldnn()
@@ -145,9 +145,8 @@ class Runner:
         try:
             out = self._run(feeds)
         except Exception as exc:
-            if not self.onednn or self._ran:
+            if not self.settings["onednn"] or self._ran:
                 raise
-            self.onednn = False
             self.settings = {"onednn": False,
                              "onednn_error": " ".join(str(exc).split())[:300]}
             self.predictor = self._predictor()
