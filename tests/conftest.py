@@ -54,7 +54,7 @@ DEMO_PADDLE = {
 
 TINY_LATENCY = {"images": 2, "rounds": 3, "max_rounds": 3, "warmup": 1}
 # for the sweeps of tests that read no timing (export, sources' failure rows, Slurm, decode rows,
-# the demo's contracts, the real architectures' and PP-YOLOE's sweeps): no latency stage. The
+# the demo's contracts and floors, the real architectures' and PP-YOLOE's sweeps): no latency stage. The
 # stage runs in the other sweeps (test_latency, test_codedigest at its defaults, the shared
 # sweeps of both contracts, the Ultralytics/torchvision source sweep of test_sources)
 NO_LATENCY = {**TINY_LATENCY, "backends": []}

@@ -43,7 +43,7 @@ def test_demo_determinism_and_contracts(tmp_path: Path):
     tr = json.loads((a / "resources/demo/train/status.json").read_text())
     # trained as configured: bf16 autocast, the first round(0.8 * 2) steps at the small size
     assert tr["data"]["precision"] == "bfloat16"
-    assert tr["data"]["input_sizes"] == {"steps_before": 2, "small": 224, "deploy": 320}
+    assert tr["data"]["input_sizes"] == {"steps_before": 2, "small": 160, "deploy": 320}
     # Paddle got the torch weights and reproduces the torch outputs
     fw = json.loads((a / "results/demo-paddle/paddle2.6-p2o1.3/framework/status.json").read_text())
     assert fw["data"]["parity"]["ok"] and fw["data"]["parity"]["hm_max_abs"] <= 1e-4
