@@ -190,11 +190,19 @@ def int8_sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # mostly waits on Slurm's status checks, and every tool runs on one thread (above), so a third
 # worker fills the waits. A worker takes whole files (module fixtures are built once), and the
 # files that read a session sweep go to the same worker (the sweep is built once, and
-# test_no_holes' breaking and repairing it never races a reader). The longest files are handed
-# out first (pyproject: --no-loadscope-reorder keeps this order) so that no worker ends alone on one.
+# test_no_holes' breaking and repairing it never races a reader). Files are handed out longest
+# first (pyproject: --no-loadscope-reorder keeps this order), the short ones last, so that no worker
+# ends alone on a long one (2026-12-07: test_rerun, 100 s, handed out last kept one worker busy 70 s
+# after the other two had finished). Wall times on 2 cores, three workers: floors 380 s, PP-YOLOE
+# 278, sources 251, the PaddleSlim sweep's files 245, real architectures 228, Slurm 202 (mostly
+# waiting: started early, beside the heavy ones), the int8 sweep's files 150, export 124,
+# handoff 114, rerun 100, codedigest 91; the rest under 65 s each.
 SHARED_SWEEPS = ("int8_sweep", "paddleslim_sweep")
-LONGEST_FIRST = ("test_demo_floors", "test_sources", "test_slurm", "test_real_detectors",
-                 "test_paddledet", "test_handoff", "test_export", "test_quantize")
+LONGEST_FIRST = ("test_demo_floors", "test_sources", "test_slurm", "test_paddledet", "test_quantize",
+                 "test_real_detectors", "test_no_holes", "test_eval_loop", "test_export", "test_handoff",
+                 "test_rerun", "test_codedigest", "test_seed_002_runtime_scales", "test_demo",
+                 "test_onnx_slice", "test_snapshot", "test_paddle3", "test_analyze", "test_decode_rows",
+                 "test_inspect_model")
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups
