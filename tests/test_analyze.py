@@ -171,6 +171,15 @@ def test_greedy_recipe_keeps_what_helps_and_stops_at_the_target_or_the_limit():
     assert kept == ["a"] and ap == 0.47 and 0.5 - ap > 0.005
 
 
+def test_recipe_tries_only_the_scored_candidates_that_win_ap_back():
+    """The top_k scored by AP, those that recover AP alone in float, the most first: a layer
+    that loses AP alone in float, or was never scored, costs no evaluation."""
+    scored = [{"layer": "conv1", "ap_recovered": 0.002}, {"layer": "conv2", "ap_recovered": -0.003},
+              {"layer": "conv3", "ap_recovered": 0.018}, {"layer": "conv4", "ap_recovered": 0.0}]
+    assert analyze.recipe_candidates(scored) == ["conv3", "conv1"]
+    assert analyze.recipe_candidates([]) == []
+
+
 def test_recipe_in_onnxruntime_terms_is_applied_by_quantize_static(graphs, tmp_path: Path):
     fp32, _ = graphs
     terms = analyze.recipe_terms([{"layer": "conv2", "op": "Conv", "activations": ["r1"],
