@@ -91,7 +91,7 @@ def main() -> int:
     q = a.quick
     steps: list[tuple[str, str, str, Callable[[], list[dict[str, Any]]]]] = [
         ("analyze_cost", "ratio", analyze_cost.GOAL, lambda: analyze_cost.measure(root, [cfg])),
-        ("eval_loop", "ratio", eval_loop.GOAL, lambda: eval_loop.measure(root, config=cfg, reps=3)),
+        ("eval_loop", "ratio", eval_loop.GOAL, lambda: eval_loop.measure(root, config=cfg, reps=5)),
         ("int8_speedup", "ort_qdq", int8_speedup.GOAL,
          lambda: int8_speedup.measure(root, images=30 if q else 50, rounds=5, config=cfg)),
         ("decode_cost", "ratio", decode_cost.GOAL,
