@@ -50,10 +50,10 @@ def measure(root: Path, cell: str = "demo-torch/torch2.13/opset13", reps: int = 
     b, lp = statistics.median(bare), statistics.median(loop)
     # the ratio of each repetition's pair, then their median: a pair shares the machine's state
     # (on 2 cores the ratio of the two medians moved 0.92-0.98 between runs of one model)
-    ratio = statistics.median(x / y for x, y in zip(loop, bare, strict=True))
-    return [figure("eval_loop", "ratio", ratio, GOAL, bare_images_per_s=round(b, 1),
+    pairs = [x / y for x, y in zip(loop, bare, strict=True)]
+    return [figure("eval_loop", "ratio", statistics.median(pairs), GOAL, bare_images_per_s=round(b, 1),
                    loop_images_per_s=round(lp, 1), images=len(images), reps=reps,
-                   pair_ratios=[round(x / y, 3) for x, y in zip(loop, bare, strict=True)])]
+                   pair_ratios=[round(x, 3) for x in pairs])]
 
 
 if __name__ == "__main__":
