@@ -130,7 +130,7 @@ def test_demo_precision_and_progressive_sizes_checked():
     cfg = tiny_config()
     cfg["demo"]["precision"] = "float16"
     msg = _err(cfg)
-    assert "demo.precision" in msg and "bfloat16" in msg and "float32" in msg
+    assert "demo.precision" in msg and "bfloat16" in msg and "float32" in msg and "auto" in msg
     cfg = tiny_config()
     cfg["demo"]["input_size"] = 256
     cfg["demo"]["progressive"] = {"input_size": 288, "fraction": 0.5}

@@ -41,8 +41,10 @@ def test_demo_determinism_and_contracts(tmp_path: Path):
     rows = rows.drop(index="demo-torch-badcontract")
     assert (rows["status"] == "ok").all(), rows[["cell", "status", "reason"]].to_string()
     tr = json.loads((a / "resources/demo/train/status.json").read_text())
-    # trained as configured: bf16 autocast, the first round(0.8 * 2) steps at the small size
-    assert tr["data"]["precision"] == "bfloat16"
+    # trained as configured: the default precision (auto) is bf16 autocast where the CPU has it
+    # natively and float32 where bf16 would be emulated; the first round(0.8 * 2) steps small
+    assert tr["data"]["precision_config"] == "auto"
+    assert tr["data"]["precision"] == ("bfloat16" if tr["data"]["cpu_bf16"] else "float32")
     assert tr["data"]["input_sizes"] == {"steps_before": 2, "small": 160, "deploy": 320}
     # Paddle got the torch weights and reproduces the torch outputs
     fw = json.loads((a / "results/demo-paddle/paddle2.6-p2o1.3/framework/status.json").read_text())

@@ -1,19 +1,44 @@
 """The evaluation loop on real exports (the session's tiny INT8 sweep): several runners in one
-pass give each the detections it gives alone, and a decode error still fails the row."""
+pass give each the detections it gives alone, and a decode error still fails the row. The
+preprocessing's table lookup gives the float arithmetic's values bit for bit."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from quantsweep.backends.onnxruntime import runner
 from quantsweep.config import load_config
 from quantsweep.evaluate.loop import evaluate_runner, evaluate_runners
+from quantsweep.evaluate.preprocess import normalize
 from quantsweep.job import ToolFailure
 
 CELL = "results/demo-torch/torch2.13/opset13"
+
+_pos = st.floats(0.0625, 300.0, allow_nan=False, width=32)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2**31), h=st.integers(1, 40), w=st.integers(1, 40),
+       order=st.sampled_from(["RGB", "BGR"]), scale=st.sampled_from([1.0, 1 / 255.0, 0.5]),
+       mean=st.lists(st.floats(-200.0, 200.0, allow_nan=False, width=32), min_size=3, max_size=3),
+       std=st.lists(_pos, min_size=3, max_size=3))
+def test_normalize_equals_the_float_arithmetic(seed, h, w, order, scale, mean, std) -> None:
+    img = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    spec = {"channel_order": order, "scale": scale, "mean": mean, "std": std}
+    x = img.astype(np.float32)  # what a deploy script does, step by step
+    if order == "BGR":
+        x = x[..., ::-1]
+    x = (x * np.float32(scale) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    want = np.ascontiguousarray(x.transpose(2, 0, 1))
+    got = normalize(img, spec)
+    assert got.dtype == np.float32 and got.flags.c_contiguous and got.shape == (3, h, w)
+    np.testing.assert_array_equal(got, want)
 
 
 def _setup(root: Path) -> tuple[dict, dict, dict]:

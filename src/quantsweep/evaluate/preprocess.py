@@ -49,13 +49,29 @@ def preprocess(img: np.ndarray, spec: dict[str, Any]) -> tuple[np.ndarray, Meta]
         py, px = (th - nh) // 2, (tw - nw) // 2
         arr[py:py + nh, px:px + nw] = resized
         meta = Meta(oh, ow, s, s, float(py), float(px), th, tw)
-    x = arr.astype(np.float32)
+    return normalize(arr, spec), meta
+
+
+def _lut(spec: dict[str, Any]) -> np.ndarray:
+    """(3, 256) float32: each output channel's value of every uint8 level, computed with the
+    same float32 operations, in the same order, as on a whole image: ``(v * scale - mean) / std``."""
+    v = np.arange(256, dtype=np.uint8)[:, None].astype(np.float32) * np.float32(spec["scale"])
+    lut = (v - np.asarray(spec["mean"], np.float32)) / np.asarray(spec["std"], np.float32)
+    return np.ascontiguousarray(lut.astype(np.float32, copy=False).T)
+
+
+def normalize(arr: np.ndarray, spec: dict[str, Any]) -> np.ndarray:
+    """HWC uint8 RGB -> CHW float32, channel order, scale, mean and std applied. A uint8 image
+    has 256 levels per channel: a table lookup per channel gives the values the float
+    arithmetic gives, bit for bit, at a quarter of its cost (tests/test_eval_loop.py)."""
+    lut = _lut(spec)
+    src = arr.transpose(2, 0, 1)
     if spec["channel_order"] == "BGR":
-        x = x[..., ::-1]
-    x = x * np.float32(spec["scale"])
-    x = ((x - np.asarray(spec["mean"], np.float32)) / np.asarray(spec["std"], np.float32)).astype(
-        np.float32, copy=False)
-    return np.ascontiguousarray(x.transpose(2, 0, 1)), meta
+        src = src[::-1]
+    out = np.empty(src.shape, np.float32)
+    for k in range(3):
+        np.take(lut[k], np.ascontiguousarray(src[k]), out=out[k])
+    return out
 
 
 def role_value(role: str, meta: Meta) -> np.ndarray:
