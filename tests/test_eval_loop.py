@@ -1,6 +1,7 @@
 """The evaluation loop on real exports (the session's tiny INT8 sweep): several runners in one
 pass give each the detections it gives alone, and a decode error still fails the row. The
-preprocessing's table lookup gives the float arithmetic's values bit for bit."""
+preprocessing's table lookup gives the float arithmetic's values bit for bit, and preprocessing
+straight from the file gives what preprocessing the decoded array gives."""
 
 from __future__ import annotations
 
@@ -15,10 +16,27 @@ from hypothesis import strategies as st
 from quantsweep.backends.onnxruntime import runner
 from quantsweep.config import load_config
 from quantsweep.evaluate.loop import evaluate_runner, evaluate_runners
-from quantsweep.evaluate.preprocess import normalize
+from quantsweep.evaluate.preprocess import load_image, normalize, preprocess, preprocess_file
 from quantsweep.job import ToolFailure
 
 CELL = "results/demo-torch/torch2.13/opset13"
+
+
+@pytest.mark.parametrize("mode,fmt", [("RGB", "JPEG"), ("RGB", "PNG"), ("L", "PNG"), ("RGBA", "PNG"),
+                                      ("P", "PNG"), ("CMYK", "JPEG")])
+@pytest.mark.parametrize("resize", ["stretch", "letterbox"])
+def test_preprocess_file_equals_preprocessing_the_decoded_image(tmp_path: Path, mode, fmt, resize) -> None:
+    from PIL import Image
+
+    rgb = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    path = tmp_path / f"im.{fmt.lower()}"
+    Image.fromarray(rgb).convert(mode).save(path, fmt)
+    spec = {"resize": resize, "size": [32, 48], "pad_value": 114, "channel_order": "BGR",
+            "scale": 1 / 255.0, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    want, want_meta = preprocess(load_image(path), spec)
+    got, got_meta = preprocess_file(path, spec)
+    assert got_meta == want_meta
+    np.testing.assert_array_equal(got, want)
 
 _pos = st.floats(0.0625, 300.0, allow_nan=False, width=32)
 

@@ -36,15 +36,30 @@ def preprocess(img: np.ndarray, spec: dict[str, Any]) -> tuple[np.ndarray, Meta]
     """HWC uint8 RGB -> CHW float32 per ``spec`` (resize, channel order, scale, mean/std)."""
     from PIL import Image
 
-    oh, ow = img.shape[:2]
+    return _preprocess_pil(Image.fromarray(img), spec)
+
+
+def preprocess_file(path: str | Path, spec: dict[str, Any]) -> tuple[np.ndarray, Meta]:
+    """``preprocess(load_image(path), spec)``, the same values bit for bit, without the decoded
+    image's round trip through numpy (about a fifth of the per-image cost on the demo's JPEGs)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return _preprocess_pil(im if im.mode == "RGB" else im.convert("RGB"), spec)
+
+
+def _preprocess_pil(im: Any, spec: dict[str, Any]) -> tuple[np.ndarray, Meta]:
+    from PIL import Image
+
+    ow, oh = im.size
     th, tw = spec["size"]
     if spec["resize"] == "stretch":
-        arr = np.asarray(Image.fromarray(img).resize((tw, th), Image.Resampling.BILINEAR))
+        arr = np.asarray(im.resize((tw, th), Image.Resampling.BILINEAR))
         meta = Meta(oh, ow, th / oh, tw / ow, in_h=th, in_w=tw)
     else:  # letterbox: keep aspect ratio, pad to size
         s = min(th / oh, tw / ow)
         nh, nw = max(1, round(oh * s)), max(1, round(ow * s))
-        resized = np.asarray(Image.fromarray(img).resize((nw, nh), Image.Resampling.BILINEAR))
+        resized = np.asarray(im.resize((nw, nh), Image.Resampling.BILINEAR))
         arr = np.full((th, tw, 3), spec["pad_value"], dtype=np.uint8)
         py, px = (th - nh) // 2, (tw - nw) // 2
         arr[py:py + nh, px:px + nw] = resized
@@ -139,7 +154,7 @@ def iter_preprocessed(images: list[dict[str, Any]], pre: dict[str, Any],
     """Yield (image record, CHW array, meta); decoding runs ahead in a worker thread."""
 
     def work(im: dict[str, Any]) -> tuple[dict[str, Any], np.ndarray, Meta]:
-        x, meta = preprocess(load_image(im["path"]), pre)
+        x, meta = preprocess_file(im["path"], pre)
         return im, x, meta
 
     return _prefetched(images, work, prefetch)
@@ -151,7 +166,7 @@ def iter_feeds(images: list[dict[str, Any]], pre: dict[str, Any], inputs: list[d
     thread (image decoding, preprocessing and the batch-of-one feeds)."""
 
     def work(im: dict[str, Any]) -> tuple[dict[str, Any], Meta, dict[str, np.ndarray]]:
-        x, meta = preprocess(load_image(im["path"]), pre)
+        x, meta = preprocess_file(im["path"], pre)
         return im, meta, build_feeds([x], [meta], inputs)
 
     return _prefetched(images, work, prefetch)
