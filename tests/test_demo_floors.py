@@ -7,7 +7,9 @@ config's two: the suite's other worker shares the cores, and a two-thread traini
 3-5x slower (tests/conftest.py). The thread count changes the float summation order, so the
 weights are not those of a two-thread run; the floors hold for both (2026-12-07, 160 px for the
 first 800 steps: AP 0.471, AP50 0.768, APs 0.390 on two threads in 88 s; AP 0.496, AP50 0.809,
-APs 0.443 here, training 141 s alone on one core). About 3.5 minutes on one core."""
+APs 0.443 here, training 141 s alone on one core). About 3.5 minutes on one core with native
+bfloat16; on a CPU without it the default precision (auto) trains in float32, ~4x the time (an
+AVX2-only EPYC, 2026-12-07: 1091 s of training beside the suite's other workers)."""
 
 from __future__ import annotations
 
