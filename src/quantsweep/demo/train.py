@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from quantsweep.demo import arch
-from quantsweep.evaluate.preprocess import load_image, preprocess, val_images
+from quantsweep.evaluate.preprocess import load_image, preprocess, preprocess_file, val_images
 from quantsweep.job import Job, Result, ToolFailure
 from quantsweep.status import write_bytes_atomic, write_json_atomic
 
@@ -266,7 +266,7 @@ def run(job: Job) -> Result:
     write_json_atomic(out / "meta.json", meta)
     # reference outputs on fixed calib images: every other framework must reproduce them
     ref_imgs = val_images(manifest, "calib", 2)
-    pairs = [preprocess(load_image(im["path"]), pre) for im in ref_imgs]
+    pairs = [preprocess_file(im["path"], pre) for im in ref_imgs]
     x = np.stack([a for a, _ in pairs])
     sizes = np.array([[m.orig_w, m.orig_h] for _, m in pairs], np.int32)
     with torch.no_grad():

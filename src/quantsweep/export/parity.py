@@ -126,12 +126,13 @@ def _explained_by_ties(a: np.ndarray, b: np.ndarray, ua: list[int], ub: list[int
         lowest = np.sort(table[:, s])[len(unmatched) - 1] if unmatched else -np.inf
         return [bool(table[i, s] <= lowest) for i in unmatched]
 
-    if all(at_cut(a, ua)) or all(at_cut(b, ub)):
+    cut_a, cut_b = at_cut(a, ua), at_cut(b, ub)
+    if all(cut_a) or all(cut_b):
         return True
     scores = np.concatenate([a[:, s], b[:, s]])
-    for table, unmatched in ((a, ua), (b, ub)):
-        for i, cut in zip(unmatched, at_cut(table, unmatched), strict=True):
-            if np.sum(np.abs(scores - table[i, s]) <= TIE_EPS) < 2 and not cut:
+    for table, unmatched, cut in ((a, ua, cut_a), (b, ub, cut_b)):
+        for i, at in zip(unmatched, cut, strict=True):
+            if np.sum(np.abs(scores - table[i, s]) <= TIE_EPS) < 2 and not at:
                 return False
     return True
 
